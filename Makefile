@@ -1,0 +1,48 @@
+# The two commands of the README: `make book` and `make test`.
+# Both make .venv if it is missing and install the package with its extras from pyproject.toml.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+JOBS   ?= auto
+
+BOOK_BUILD = $(BIN)/jupyter-book build . --config book/_config.yml --toc book/_toc.yml -W -n --keep-going
+NOTEBOOKS  = $(wildcard chapters/*.ipynb)
+
+.PHONY: book test lint unit nbval bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade --quiet pip
+	# torch and torchvision in one command, unpinned: pip pairs them.
+	$(BIN)/python -m pip install --quiet --progress-bar off torch torchvision
+	$(BIN)/python -m pip install --quiet --progress-bar off -e ".[book,test]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(BOOK_BUILD)
+	@test -f _build/html/index.html && echo "The book is in _build/html/index.html"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests -n $(JOBS) -q
+
+nbval: $(STAMP)
+ifneq ($(strip $(NOTEBOOKS)),)
+	IMBALANCE_SMOKE=1 $(BIN)/python -m pytest --nbval-lax --nbval-current-env -n $(JOBS) --dist loadscope -q $(NOTEBOOKS)
+else
+	@echo "nbval: no chapters yet"
+endif
+
+test: lint unit nbval
+	IMBALANCE_SMOKE=1 $(MAKE) book
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/losses.py
+
+clean:
+	rm -rf _build

@@ -1,0 +1,249 @@
+"""The repository agrees with itself: environments, dependency ranges, notebooks, toc."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
+ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = ROOT / "pyproject.toml"
+ENVIRONMENT = ROOT / "environment.yml"
+MAKEFILE = ROOT / "Makefile"
+TOC = ROOT / "book" / "_toc.yml"
+CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
+
+# The GPU machines run these; the floors in pyproject.toml must admit them.
+GPU_TORCH = Version("2.11")
+GPU_TORCHVISION = Version("0.26")
+
+EXTRAS_RE = re.compile(r"""pip\s+install\b[^\n]*?-e\s+["']?\.\[([^\]]*)\]""")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def load_pyproject() -> dict:
+    return tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))
+
+
+def load_environment() -> dict:
+    return yaml.safe_load(ENVIRONMENT.read_text(encoding="utf-8"))
+
+
+def split_extras(text: str) -> set[str]:
+    return {e.strip() for e in text.split(",") if e.strip()}
+
+
+def makefile_extras() -> set[str]:
+    found = EXTRAS_RE.findall(MAKEFILE.read_text(encoding="utf-8"))
+    assert len(found) == 1, f"expected one `pip install -e .[...]` line in the Makefile: {found}"
+    return split_extras(found[0])
+
+
+def environment_parts() -> tuple[list[str], list[str]]:
+    """(conda dependencies as strings, pip dependencies) of environment.yml."""
+    conda, pip = [], []
+    for dep in load_environment()["dependencies"]:
+        if isinstance(dep, dict):
+            assert set(dep) == {"pip"}, f"unexpected section in environment.yml: {dep}"
+            pip.extend(dep["pip"])
+        else:
+            conda.append(str(dep))
+    return conda, pip
+
+
+def environment_package_extras() -> set[str]:
+    """Extras of the line of environment.yml's pip section that installs this package."""
+    _, pip = environment_parts()
+    own = [
+        line for line in pip if re.fullmatch(r"""(-e\s+)?["']?\.(\[[^\]]*\])?["']?""", line.strip())
+    ]
+    assert len(own) == 1, f"environment.yml must pip-install the package once: {pip}"
+    match = re.search(r"\[([^\]]*)\]", own[0])
+    return split_extras(match.group(1)) if match else set()
+
+
+def conda_name_and_spec(dep: str) -> tuple[str, str]:
+    """`conda-forge::python=3.11` -> ("python", "=3.11")."""
+    match = re.fullmatch(r"([A-Za-z0-9_.\-]+)\s*(.*)", dep.split("::")[-1].strip())
+    assert match, f"cannot read the conda dependency {dep!r}"
+    return match.group(1).lower(), match.group(2).strip()
+
+
+def notebook_problems(path: Path) -> list[str]:
+    """What keeps a committed notebook from being clean: outputs, counts, a foreign kernel."""
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    problems = []
+    for i, cell in enumerate(nb.get("cells", [])):
+        if cell.get("cell_type") != "code":
+            continue
+        if cell.get("outputs"):
+            problems.append(f"cell {i}: has outputs")
+        if cell.get("execution_count") is not None:
+            problems.append(f"cell {i}: execution_count is {cell['execution_count']}")
+    kernel = nb.get("metadata", {}).get("kernelspec", {}).get("name")
+    if kernel != "python3":
+        problems.append(f"kernelspec name is {kernel!r}, not 'python3'")
+    return problems
+
+
+def toc_files(node) -> list[str]:
+    """Every `root` and `file` entry of a sphinx-external-toc tree."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("root", "file") and isinstance(value, str):
+                found.append(value)
+            else:
+                found.extend(toc_files(value))
+    elif isinstance(node, list):
+        for item in node:
+            found.extend(toc_files(item))
+    return found
+
+
+def toc_path(entry: str) -> Path | None:
+    """The file a toc entry names (entries may omit the extension)."""
+    base = ROOT / entry
+    candidates = [base] if base.suffix in (".md", ".ipynb") else []
+    candidates += [base.with_name(base.name + ext) for ext in (".md", ".ipynb")]
+    return next((p for p in candidates if p.is_file()), None)
+
+
+# --------------------------------------------------------------------------- environments
+
+
+def test_makefile_and_environment_install_the_same_existing_extras():
+    declared = set(load_pyproject()["project"]["optional-dependencies"])
+    make, env = makefile_extras(), environment_package_extras()
+    assert make, "the Makefile installs the package without extras"
+    assert make <= declared, f"Makefile extras missing from pyproject: {make - declared}"
+    assert env <= declared, f"environment.yml extras missing from pyproject: {env - declared}"
+    assert env == make, f"environment.yml installs {sorted(env)}, the Makefile {sorted(make)}"
+
+
+def test_environment_pins_only_python_and_pip():
+    conda, pip = environment_parts()
+    names = {conda_name_and_spec(dep)[0] for dep in conda}
+    assert {"python", "pip"} <= names, f"environment.yml must provide python and pip: {conda}"
+    pinned = [d for d in conda if conda_name_and_spec(d)[0] not in ("python", "pip")]
+    pinned = [d for d in pinned if conda_name_and_spec(d)[1]]
+    pinned += [line for line in pip if re.search(r"[=<>~!]", line.split("[")[0])]
+    assert not pinned, f"environment.yml pins {pinned}: versions live in pyproject.toml"
+
+
+def test_environment_python_satisfies_requires_python():
+    conda, _ = environment_parts()
+    specs = [conda_name_and_spec(d)[1] for d in conda if conda_name_and_spec(d)[0] == "python"]
+    assert len(specs) == 1 and specs[0], "environment.yml must name one python version"
+    version = specs[0].lstrip("=").removesuffix(".*")
+    assert re.fullmatch(r"\d+\.\d+(\.\d+)?", version), f"name one version: python{specs[0]}"
+    requires = SpecifierSet(load_pyproject()["project"]["requires-python"])
+    assert Version(version) in requires, f"python {version} does not satisfy {requires}"
+
+
+# --------------------------------------------------------------------------- dependencies
+
+
+def all_requirements() -> list[Requirement]:
+    project = load_pyproject()["project"]
+    lines = list(project["dependencies"])
+    for extra in project.get("optional-dependencies", {}).values():
+        lines.extend(extra)
+    return [Requirement(line) for line in lines]
+
+
+def test_dependencies_are_ranges_not_pins():
+    requirements = all_requirements()
+    assert requirements
+    pinned = [str(r) for r in requirements if any(s.operator in ("==", "===") for s in r.specifier)]
+    assert not pinned, f"exact pins in pyproject.toml: {pinned}"
+
+
+@pytest.mark.parametrize(
+    ("name", "gpu_version"), [("torch", GPU_TORCH), ("torchvision", GPU_TORCHVISION)]
+)
+def test_torch_floors_admit_the_gpu_versions(name, gpu_version):
+    matching = [r for r in all_requirements() if r.name.lower() == name]
+    assert len(matching) == 1, f"{name} must be a dependency exactly once"
+    specifier = matching[0].specifier
+    assert any(s.operator == ">=" for s in specifier), f"{name} has no floor: {specifier}"
+    assert specifier.contains(gpu_version, prereleases=True), (
+        f"{name}{specifier} does not admit {gpu_version}"
+    )
+
+
+# --------------------------------------------------------------------------- notebooks
+
+
+def write_notebook(path: Path, cells: list[dict], kernel: str = "python3") -> Path:
+    nb = {
+        "cells": cells,
+        "metadata": {
+            "kernelspec": {"name": kernel, "display_name": "Python 3", "language": "python"}
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    path.write_text(json.dumps(nb), encoding="utf-8")
+    return path
+
+
+def code_cell(source: str, outputs=(), execution_count=None) -> dict:
+    return {
+        "cell_type": "code",
+        "id": re.sub(r"\W", "-", source)[:40],
+        "metadata": {},
+        "source": source,
+        "outputs": list(outputs),
+        "execution_count": execution_count,
+    }
+
+
+def test_notebook_problems_accepts_a_clean_notebook(tmp_path):
+    md = {"cell_type": "markdown", "id": "m1", "metadata": {}, "source": "# Title"}
+    path = write_notebook(tmp_path / "good.ipynb", [md, code_cell("x = 1")])
+    assert notebook_problems(path) == []
+
+
+def test_notebook_problems_flags_outputs_counts_and_kernel(tmp_path):
+    output = {"output_type": "stream", "name": "stdout", "text": "1\n"}
+    cells = [code_cell("print(1)", outputs=[output], execution_count=3), code_cell("y = 2")]
+    path = write_notebook(tmp_path / "bad.ipynb", cells, kernel="imbalance-dev")
+    problems = notebook_problems(path)
+    assert any("outputs" in p for p in problems), problems
+    assert any("execution_count" in p for p in problems), problems
+    assert any("kernelspec" in p for p in problems), problems
+    assert len(problems) == 3, problems
+
+
+@pytest.mark.parametrize("notebook", CHAPTERS, ids=[p.name for p in CHAPTERS])
+def test_committed_notebooks_carry_no_outputs(notebook):
+    assert notebook_problems(notebook) == []
+
+
+# --------------------------------------------------------------------------- toc
+
+
+def test_toc_entries_exist_and_cover_every_chapter():
+    entries = toc_files(yaml.safe_load(TOC.read_text(encoding="utf-8")))
+    assert "book/index" in entries and "book/bibliography" in entries, entries
+    missing = [e for e in entries if toc_path(e) is None]
+    assert not missing, f"toc entries with no file: {missing}"
+    listed = {toc_path(e).resolve() for e in entries}
+    orphans = [p.relative_to(ROOT).as_posix() for p in CHAPTERS if p.resolve() not in listed]
+    assert not orphans, f"chapters missing from book/_toc.yml: {orphans}"
