@@ -1,0 +1,342 @@
+"""The book's figures, in one colour-blind-safe style.
+
+Every function draws inside :func:`style` (Okabe–Ito colours, a light grid, no top/right spines)
+and returns the matplotlib Axes it drew on (``ax.figure`` is the Figure); none calls
+``plt.show()``. Pass ``ax`` to draw into an existing figure. Importing this module changes no
+global matplotlib setting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import matplotlib as mpl
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.patches import Rectangle
+
+# Okabe & Ito (2008): distinguishable under every common colour-vision deficiency.
+PALETTE: tuple[str, ...] = (
+    "#0072B2",  # blue
+    "#E69F00",  # orange
+    "#009E73",  # bluish green
+    "#D55E00",  # vermillion
+    "#CC79A7",  # reddish purple
+    "#56B4E9",  # sky blue
+    "#F0E442",  # yellow
+    "#000000",  # black
+)
+LINESTYLES: tuple[str, ...] = ("-", "--", "-.", ":")
+
+STYLE: dict[str, Any] = {
+    "axes.prop_cycle": mpl.cycler(color=PALETTE[:7]),
+    "axes.grid": True,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.6,
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "legend.fontsize": 9,
+    "legend.frameon": False,
+    "lines.linewidth": 1.8,
+    "figure.dpi": 100,
+    "savefig.dpi": 150,
+    "savefig.bbox": "tight",
+    "image.cmap": "viridis",
+}
+
+
+@contextlib.contextmanager
+def style() -> Iterator[None]:
+    """Context manager applying the book's rcParams; use it around your own figures too."""
+    with mpl.rc_context(STYLE):
+        yield
+
+
+def colour(i: int) -> str:
+    """The i-th palette colour, cycling."""
+    return PALETTE[i % len(PALETTE)]
+
+
+def _text_colour(background: str) -> str:
+    """Black or white, whichever reads better on ``background``."""
+    r, g, b = mpl.colors.to_rgb(background)
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+
+
+def _axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
+    if ax is not None:
+        return ax
+    fig, ax = plt.subplots(figsize=figsize)
+    return ax
+
+
+def _as_array(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):  # a torch tensor, without importing torch
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _image_hwc(image: Any) -> np.ndarray:
+    """An image as (H, W, 3) for imshow: a PIL image, an (H, W, 3) array or a (3, H, W) tensor."""
+    arr = _as_array(image)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
+        arr = np.moveaxis(arr, 0, -1)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if np.issubdtype(arr.dtype, np.floating):
+        arr = np.clip(arr, 0.0, 1.0)
+    return arr
+
+
+def _name(class_names: Sequence[str] | Mapping[int, str], label: int) -> str:
+    try:
+        return str(class_names[label])
+    except (KeyError, IndexError):
+        return str(label)
+
+
+def show_detections(image: Any, boxes: Any, labels: Any,
+                    class_names: Sequence[str] | Mapping[int, str], scores: Any = None,
+                    gt_boxes: Any = None, gt_labels: Any = None, *, score_threshold: float = 0.0,
+                    ax: Axes | None = None, title: str | None = None) -> Axes:
+    """An image with predicted boxes (solid, labelled "name score") and ground truth (dashed).
+
+    Args:
+        image: PIL image, array (H, W, 3) or tensor (3, H, W) in [0, 1] or uint8.
+        boxes: (N, 4) predicted boxes in (x1, y1, x2, y2) pixels.
+        labels: (N,) integer labels, indices into ``class_names``.
+        class_names: label → name (a list indexed by label, or a mapping).
+        scores: (N,) scores, or None; boxes scoring below ``score_threshold`` are not drawn.
+        gt_boxes, gt_labels: (G, 4) and (G,) ground truth, drawn dashed, or None.
+    Colour encodes the class, the same for prediction and ground truth.
+    """
+    with style():
+        img = _image_hwc(image)
+        ax = _axes(ax, (5, 5 * img.shape[0] / max(img.shape[1], 1)))
+        ax.imshow(img)
+        ax.set_axis_off()
+        if gt_boxes is not None:
+            gtb = _as_array(gt_boxes).reshape(-1, 4)
+            gtl = _as_array(gt_labels).reshape(-1) if gt_labels is not None else np.zeros(len(gtb))
+            for (x1, y1, x2, y2), lab in zip(gtb, gtl, strict=True):
+                ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, linewidth=1.2,
+                                       linestyle="--", edgecolor=colour(int(lab))))
+        pb = _as_array(boxes).reshape(-1, 4)
+        pl = _as_array(labels).reshape(-1)
+        ps = _as_array(scores).reshape(-1) if scores is not None else None
+        for i, ((x1, y1, x2, y2), lab) in enumerate(zip(pb, pl, strict=True)):
+            if ps is not None and ps[i] < score_threshold:
+                continue
+            c = colour(int(lab))
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, linewidth=1.6,
+                                   edgecolor=c))
+            text = _name(class_names, int(lab)) + (f" {ps[i]:.2f}" if ps is not None else "")
+            ax.text(x1, y1, text, fontsize=7, color=_text_colour(c), va="bottom", ha="left",
+                    bbox={"facecolor": c, "edgecolor": "none", "pad": 1.0, "alpha": 0.85})
+        if title:
+            ax.set_title(title)
+    return ax
+
+
+def plot_curves(x: Any, curves: Mapping[str, Any], xlabel: str, ylabel: str,
+                title: str | None = None, ax: Axes | None = None, logy: bool = False,
+                *, legend_title: str | None = None) -> Axes:
+    """A family of curves y(x), one line per entry of ``curves`` (label → y, same length as x):
+    the loss chapters' loss and gradient curves for several γ, say. Colour and dash both change
+    from curve to curve, so the figure reads in grey too."""
+    with style():
+        ax = _axes(ax, (5, 3.5))
+        xs = _as_array(x)
+        for i, (label, y) in enumerate(curves.items()):
+            ax.plot(xs, _as_array(y), label=str(label), color=colour(i),
+                    linestyle=LINESTYLES[i % len(LINESTYLES)])
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if logy:
+            ax.set_yscale("log")
+        if title:
+            ax.set_title(title)
+        if len(curves) > 1:
+            ax.legend(title=legend_title)
+    return ax
+
+
+def _hist(data: Any, bins: int | Sequence[float], log_bins: bool) -> tuple[np.ndarray, ...]:
+    if isinstance(data, tuple) and len(data) == 2:
+        edges, counts = (_as_array(d) for d in data)
+        if len(edges) != len(counts) + 1:
+            raise ValueError(f"(edges, counts) need len(edges) = len(counts) + 1; got "
+                             f"{len(edges)} and {len(counts)}")
+        return edges, counts
+    values = _as_array(data).reshape(-1)
+    if log_bins and isinstance(bins, int):
+        pos = values[values > 0]
+        lo, hi = (pos.min(), pos.max()) if pos.size else (1.0, 10.0)
+        bins = np.geomspace(lo, hi if hi > lo else lo * 10, bins + 1)
+    counts, edges = np.histogram(values, bins=bins)
+    return edges, counts
+
+
+def plot_histogram(data: Any, bins: int | Sequence[float] = 50, *, xlabel: str = "",
+                   ylabel: str = "count", title: str | None = None, logx: bool = False,
+                   logy: bool = False, density: bool = False, ax: Axes | None = None) -> Axes:
+    """Histograms as step outlines: gradient norm densities (GHM), IoU distributions, sizes.
+
+    Args:
+        data: raw values; or a precomputed ``(edges, counts)`` tuple; or a mapping
+            label → either of those, for several histograms on one Axes.
+        bins: for raw values, numpy-style bins (log-spaced when ``logx`` and an int).
+        density: divide counts by total count × bin width.
+    """
+    series = data if isinstance(data, Mapping) else {None: data}
+    with style():
+        ax = _axes(ax, (5, 3.5))
+        for i, (label, d) in enumerate(series.items()):
+            edges, counts = _hist(d, bins, logx)
+            counts = counts.astype(np.float64)
+            if density:
+                counts = counts / max(counts.sum(), 1) / np.diff(edges)
+            ax.stairs(counts, edges, label=None if label is None else str(label),
+                      color=colour(i), fill=len(series) == 1, alpha=1.0 if len(series) > 1 else 0.6,
+                      linewidth=1.5)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("density" if density and ylabel == "count" else ylabel)
+        if logx:
+            ax.set_xscale("log")
+        if logy:
+            ax.set_yscale("log")
+        if title:
+            ax.set_title(title)
+        if len(series) > 1:
+            ax.legend()
+    return ax
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of a metrics log, one JSON object a line (blank lines skipped)."""
+    records = []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}: line {number} is not JSON: {e.msg}") from e
+    return records
+
+
+def _smooth(y: np.ndarray, weight: float) -> np.ndarray:
+    if weight <= 0:
+        return y
+    out, last = np.empty_like(y), y[0]
+    for i, v in enumerate(y):
+        last = weight * last + (1 - weight) * v
+        out[i] = last
+    return out
+
+
+def plot_training_curves(metrics: str | os.PathLike | Iterable[Mapping[str, Any]],
+                         keys: Sequence[str] = ("loss",), *, x: str = "step",
+                         smoothing: float = 0.0, logy: bool = False, title: str | None = None,
+                         ax: Axes | None = None) -> Axes:
+    """Training curves from a metrics log: one line per key, against ``x``.
+
+    Args:
+        metrics: a JSONL file or an iterable of records (dicts); a record contributes a point to
+            every key it has.
+        keys: the metrics to plot.
+        x: the record field for the x axis; records without it use their index.
+        smoothing: exponential moving average weight in [0, 1) (0 is none).
+    """
+    records = read_metrics(metrics) if isinstance(metrics, str | os.PathLike) else list(metrics)
+    with style():
+        ax = _axes(ax, (5, 3.5))
+        for i, key in enumerate(keys):
+            pts = [(r.get(x, n), r[key]) for n, r in enumerate(records)
+                   if key in r and r[key] is not None and math.isfinite(float(r[key]))]
+            if not pts:
+                raise ValueError(f"no record has a finite {key!r}")
+            xs, ys = (np.asarray(v, dtype=np.float64) for v in zip(*pts, strict=True))
+            ax.plot(xs, _smooth(ys, smoothing), label=key, color=colour(i),
+                    linestyle=LINESTYLES[i % len(LINESTYLES)])
+        ax.set_xlabel(x)
+        ax.set_ylabel(keys[0] if len(keys) == 1 else "value")
+        if logy:
+            ax.set_yscale("log")
+        if title:
+            ax.set_title(title)
+        if len(keys) > 1:
+            ax.legend()
+    return ax
+
+
+def format_value(value: Any, fmt: str = "{:.3f}") -> tuple[str, float | None]:
+    """A table cell: text and the number to rank it by (None for text).
+
+    A number prints with ``fmt``; a (mean, std) tuple, or a list of repeats (their mean and
+    sample std), as "mean ± std"; None as "–"; anything else as str.
+    """
+    if value is None:
+        return "–", None
+    if isinstance(value, tuple) and len(value) == 2:
+        mean, std = float(value[0]), float(value[1])
+        return f"{fmt.format(mean)} ± {fmt.format(std)}", mean
+    if isinstance(value, list | np.ndarray):
+        arr = np.asarray(value, dtype=np.float64)
+        std = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+        return f"{fmt.format(arr.mean())} ± {fmt.format(std)}", float(arr.mean())
+    if isinstance(value, int | float | np.number) and not isinstance(value, bool):
+        return fmt.format(float(value)), float(value)
+    return str(value), None
+
+
+def plot_results_table(rows: Mapping[str, Mapping[str, Any]], columns: Sequence[str], *,
+                       fmt: str = "{:.3f}", best: str | None = "max", title: str | None = None,
+                       ax: Axes | None = None) -> Axes:
+    """A results table as a figure: one row per method, one column per metric.
+
+    Args:
+        rows: row name → {column → value}; values as :func:`format_value` takes them, missing
+            ones print "–".
+        columns: the columns, in order.
+        best: "max" or "min" to set each column's best number in bold, or None.
+    """
+    if best not in ("max", "min", None):
+        raise ValueError(f"best={best!r}: choose 'max', 'min' or None")
+    names = list(rows)
+    cells = [[format_value(rows[r].get(c), fmt) for c in columns] for r in names]
+    with style():
+        ax = _axes(ax, (1.6 + 1.4 * len(columns), 0.6 + 0.35 * (len(names) + 1)))
+        ax.set_axis_off()
+        table = ax.table(cellText=[[t for t, _ in row] for row in cells], rowLabels=names,
+                         colLabels=list(columns), loc="center", cellLoc="center")
+        table.auto_set_font_size(False)
+        table.set_fontsize(9)
+        table.scale(1.0, 1.3)
+        for (r, c), cell in table.get_celld().items():
+            cell.set_edgecolor("#BBBBBB")
+            if r == 0 or c == -1:
+                cell.set_text_props(fontweight="bold")
+                cell.set_facecolor("#F0F0F0")
+        if best is not None:
+            pick = max if best == "max" else min
+            for j in range(len(columns)):
+                scored = [(v, i) for i, row in enumerate(cells) if (v := row[j][1]) is not None
+                          and math.isfinite(v)]
+                if scored:
+                    top = pick(v for v, _ in scored)
+                    for v, i in scored:
+                        if v == top:
+                            table[i + 1, j].set_text_props(fontweight="bold")
+        if title:
+            ax.set_title(title)
+    return ax
