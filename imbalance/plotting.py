@@ -97,6 +97,18 @@ def _image_hwc(image: Any) -> np.ndarray:
     return arr
 
 
+def _finish(ax: Axes, title: str | None, logy: bool, legend: bool,
+            legend_title: str | None = None) -> Axes:
+    """The common last touches: log y axis, title, legend when there is more than one series."""
+    if logy:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title)
+    if legend:
+        ax.legend(title=legend_title)
+    return ax
+
+
 def _name(class_names: Sequence[str] | Mapping[int, str], label: int) -> str:
     try:
         return str(class_names[label])
@@ -161,12 +173,7 @@ def plot_curves(x: Any, curves: Mapping[str, Any], xlabel: str, ylabel: str,
                     linestyle=LINESTYLES[i % len(LINESTYLES)])
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-        if logy:
-            ax.set_yscale("log")
-        if title:
-            ax.set_title(title)
-        if len(curves) > 1:
-            ax.legend(title=legend_title)
+        _finish(ax, title, logy, len(curves) > 1, legend_title)
     return ax
 
 
@@ -212,12 +219,7 @@ def plot_histogram(data: Any, bins: int | Sequence[float] = 50, *, xlabel: str =
         ax.set_ylabel("density" if density and ylabel == "count" else ylabel)
         if logx:
             ax.set_xscale("log")
-        if logy:
-            ax.set_yscale("log")
-        if title:
-            ax.set_title(title)
-        if len(series) > 1:
-            ax.legend()
+        _finish(ax, title, logy, len(series) > 1)
     return ax
 
 
@@ -270,12 +272,7 @@ def plot_training_curves(metrics: str | os.PathLike | Iterable[Mapping[str, Any]
                     linestyle=LINESTYLES[i % len(LINESTYLES)])
         ax.set_xlabel(x)
         ax.set_ylabel(keys[0] if len(keys) == 1 else "value")
-        if logy:
-            ax.set_yscale("log")
-        if title:
-            ax.set_title(title)
-        if len(keys) > 1:
-            ax.legend()
+        _finish(ax, title, logy, len(keys) > 1)
     return ax
 
 
