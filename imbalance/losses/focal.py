@@ -41,7 +41,9 @@ def _focal_forward(
 ) -> tuple[Tensor, Tensor | None]:
     """Element-wise focal loss and, if asked, its closed-form gradient with respect to x.
 
-    With p = σ(x), q = 1 - p_t = p + t - 2pt and CE = (1 - t) x - log σ(x):
+    With p = σ(x), q = 1 - p_t = p + t - 2pt and CE = log(1 + e^x) - t x (exact for the
+    negatives that dominate a detector's anchors; torch's (1 - t) x - log σ(x) is exact
+    for the positives instead, and the two agree to float rounding):
 
         ∂FL/∂x = α_t [ (p - t) q^γ + γ q^(γ-1) CE · p (1 - p)(1 - 2t) ].
 
@@ -49,7 +51,7 @@ def _focal_forward(
     CPU tensor pays for new pages), the rest in place.
     """
     p = torch.sigmoid(x)
-    ce = F.softplus(x, beta=-1).neg_().add_(x).addcmul_(t, x, value=-1)  # -log σ(x) + (1 - t) x
+    ce = F.softplus(x).addcmul_(t, x, value=-1)  # log(1 + e^x) - t x
     grad = None
     if gamma == 0:
         if need_grad:

@@ -27,8 +27,6 @@ the forward, and the backward is a single multiplication.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -52,8 +50,17 @@ def bin_edges(bins: int, top: float, device: torch.device | str | None = None) -
     return edges
 
 
-@functools.cache
+_FLOOR_IS_EXACT: dict[int, bool] = {}
+
+
 def _floor_is_exact(bins: int) -> bool:
+    """Memoised :func:`_check_floor_is_exact`."""
+    if bins not in _FLOOR_IS_EXACT:
+        _FLOOR_IS_EXACT[bins] = _check_floor_is_exact(bins)
+    return _FLOOR_IS_EXACT[bins]
+
+
+def _check_floor_is_exact(bins: int) -> bool:
     """Whether ``floor(g · bins)`` puts every float32 ``g`` in [0, 1] in the same bin as
     comparing ``g`` with the float32 edges ``k / bins``.
 
@@ -112,9 +119,10 @@ def _invalid_mask(label_weight: Tensor | None, like: Tensor) -> Tensor | None:
 def _count(idx: Tensor, size: int) -> Tensor:
     """How many elements fall in each of ``size`` bins, int64 (exact beyond 2**24)."""
     flat = idx.reshape(-1)
-    if flat.device.type == "cpu":
+    if flat.device.type == "cpu" and not torch.compiler.is_compiling():
         return torch.bincount(flat, minlength=size)  # the fastest on CPU
-    # index_add_ rather than bincount, which reads the largest index: a device sync.
+    # index_add_ rather than bincount, whose output size depends on the largest index: a
+    # device sync on CUDA, a graph break under torch.compile.
     ones = torch.ones((), dtype=torch.int64, device=flat.device).expand_as(flat)
     return torch.zeros(size, dtype=torch.int64, device=flat.device).index_add_(0, flat, ones)
 
@@ -183,7 +191,7 @@ def _ghm_c_forward(x, t, invalid, bins, acc_sum, momentum, need_grad):
     idx = _indices_(d.abs().float(), invalid, bins, GHMC_TOP_EDGE)
     table, _ = _harmonising_table(idx, bins, acc_sum, momentum)
     w = _lookup(table, idx, x.dtype)
-    ce = F.softplus(x, beta=-1).neg_().add_(x).addcmul_(t, x, value=-1)  # -log σ(x) + (1 - t) x
+    ce = F.softplus(x).addcmul_(t, x, value=-1)  # log(1 + e^x) - t x
     loss = torch.dot(w.reshape(-1), ce.reshape(-1))
     return loss, (w.mul_(d) if need_grad else None)
 
