@@ -50,11 +50,9 @@ def bin_edges(bins: int, top: float, device: torch.device | str | None = None) -
     return edges
 
 
-_FLOOR_IS_EXACT: dict[int, bool] = {}
-
-
 def _floor_is_exact(bins: int) -> bool:
-    """Memoised :func:`_check_floor_is_exact`."""
+    """Memoised :func:`_check_floor_is_exact` (filled at import for up to 256 bins, so that
+    ``torch.compile`` never traces the check)."""
     if bins not in _FLOOR_IS_EXACT:
         _FLOOR_IS_EXACT[bins] = _check_floor_is_exact(bins)
     return _FLOOR_IS_EXACT[bins]
@@ -77,6 +75,9 @@ def _check_floor_is_exact(bins: int) -> bool:
         torch.equal((edges * bins).floor().long(), k)
         and torch.equal((below * bins).floor().long(), k - 1)
     )
+
+
+_FLOOR_IS_EXACT: dict[int, bool] = {b: _check_floor_is_exact(b) for b in range(1, 257)}
 
 
 def _bin_index_(g: Tensor, bins: int, top: float) -> Tensor:
