@@ -83,7 +83,9 @@ _FLOOR_IS_EXACT: dict[int, bool] = {b: _check_floor_is_exact(b) for b in range(1
 def _bin_index_(g: Tensor, bins: int, top: float) -> Tensor:
     """:func:`bin_index` that overwrites ``g``, a float32 scratch tensor."""
     if _floor_is_exact(bins):
-        return g.mul_(bins).clamp_(max=bins - 1).to(torch.int32)
+        # Clamp the integers, not the floats: g = 1 goes to the last bin, and a NaN (whose
+        # cast is undefined) to a valid one, so a NaN logit makes a NaN loss, never a crash.
+        return g.mul_(bins).to(torch.int32).clamp_(0, bins - 1)
     edges = bin_edges(bins, top, device=g.device)
     return torch.bucketize(g, edges[1:-1], right=True, out_int32=True)
 

@@ -79,6 +79,14 @@ def test_huge_logits_stay_finite(name, scale):
     assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
 
 
+@pytest.mark.parametrize("name", ALL)
+def test_nan_input_gives_a_nan_loss_not_a_crash(name):
+    """A NaN must reach the training loop's non-finite-loss guard as a NaN loss."""
+    x, t = _inputs(name)
+    x[3, 1] = float("nan")
+    assert torch.isnan(ALL[name](x, t))
+
+
 @pytest.mark.parametrize("name", REGRESSION)
 def test_huge_regression_errors_stay_finite(name):
     p = torch.tensor([[1e4, -1e4, 0.0, 1e-6]], requires_grad=True)
