@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from imbalance.data.synthetic import make_dataset
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One intra-op thread per xdist worker: `-n auto` already runs one worker per core, and
+    # oversubscribed threads make the training tests several times slower.
+    torch.set_num_threads(1)
 
 TINY_OUTLIER_FRACTION = 0.25
 

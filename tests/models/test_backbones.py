@@ -1,0 +1,129 @@
+"""ResNet + FPN backbones from scratch: shapes, normalisation layers, trainability, errors."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+
+import pytest
+import torch
+from torch import Tensor, nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from imbalance.models.backbones import (
+    RESNETS,
+    BackboneWithNeck,
+    norm_layer,
+    resnet,
+    resnet_fpn,
+)
+
+SIZE = 64  # input side; C2..C5 have strides 4, 8, 16, 32
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny tensors: one intra-op thread is faster, and far faster on a loaded shared box."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def images(batch: int = 2, size: int = SIZE) -> Tensor:
+    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize(
+    ("name", "norm", "extra", "layers", "expected"),
+    [
+        ("resnet18", "bn", "pool", (1, 2, 3, 4), {"0": 16, "1": 8, "2": 4, "3": 2, "pool": 1}),
+        ("resnet18", "gn", "p6p7", (2, 3, 4), {"0": 8, "1": 4, "2": 2, "p6": 1, "p7": 1}),
+        ("resnet50", "gn", "pool", (1, 2, 3, 4), {"0": 16, "1": 8, "2": 4, "3": 2, "pool": 1}),
+        ("resnet50", "bn", "p6p7", (3, 4), {"0": 4, "1": 2, "p6": 1, "p7": 1}),
+    ],
+)
+def test_output_keys_and_shapes(
+    name: str, norm: str, extra: str, layers: tuple[int, ...], expected: dict[str, int]
+) -> None:
+    model = resnet_fpn(name, norm=norm, fpn_channels=24, returned_layers=layers, extra=extra)
+    assert model.out_channels == 24
+    out = model(images())
+    assert isinstance(out, OrderedDict)
+    assert list(out) == list(expected)
+    for key, side in expected.items():
+        assert out[key].shape == (2, 24, side, side), key
+
+
+@pytest.mark.parametrize("name", RESNETS)
+def test_resnet_names(name: str) -> None:
+    body = resnet(name, "gn")
+    assert type(body).__name__ == "ResNet"
+    assert body.fc.in_features == (512 if name in ("resnet18", "resnet34") else 2048)
+
+
+@pytest.mark.parametrize("norm", ["bn", "gn"])
+def test_normalisation_layers_and_trainability(norm: str) -> None:
+    model = resnet_fpn("resnet18", norm=norm, fpn_channels=16)
+    kinds = {type(m) for m in model.modules()}
+    assert FrozenBatchNorm2d not in kinds
+    if norm == "bn":
+        assert nn.BatchNorm2d in kinds and nn.GroupNorm not in kinds
+    else:
+        assert nn.GroupNorm in kinds and nn.BatchNorm2d not in kinds
+        groups = {m.num_groups for m in model.modules() if isinstance(m, nn.GroupNorm)}
+        assert groups == {32}
+    params = list(model.named_parameters())
+    assert params and all(p.requires_grad for _, p in params)
+
+    # every layer trains: the stem's first conv gets a gradient (nothing frozen)
+    sum(o.mean() for o in model(images()).values()).backward()
+    stem = model.body.conv1.weight.grad
+    assert stem is not None and stem.abs().sum() > 0
+
+
+def test_norm_layer_factory() -> None:
+    assert norm_layer("bn") is nn.BatchNorm2d
+    gn = norm_layer("gn", num_groups=4)(8)
+    assert isinstance(gn, nn.GroupNorm) and gn.num_groups == 4 and gn.num_channels == 8
+
+
+class Doubler(nn.Module):
+    def forward(self, feats: OrderedDict[str, Tensor]) -> OrderedDict[str, Tensor]:
+        return OrderedDict((k, 2 * v) for k, v in feats.items())
+
+
+def test_backbone_with_neck() -> None:
+    fpn = resnet_fpn("resnet18", fpn_channels=16).eval()
+    model = BackboneWithNeck(fpn, Doubler())
+    assert model.out_channels == 16
+    x = images(1)
+    with torch.no_grad():
+        plain, necked = fpn(x), model(x)
+    assert list(necked) == list(plain)
+    for k in plain:
+        torch.testing.assert_close(necked[k], 2 * plain[k])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"name": "resnet9"},
+        {"name": "vgg16"},
+        {"norm": "ln"},
+        {"extra": "p5"},
+        {"returned_layers": ()},
+        {"returned_layers": (0, 1)},
+        {"returned_layers": (2, 5)},
+        {"returned_layers": (2, 2, 3)},
+        {"fpn_channels": 0},
+    ],
+)
+def test_bad_arguments(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        resnet_fpn(**kwargs)
+
+
+def test_bad_norm_factory() -> None:
+    with pytest.raises(ValueError, match="norm"):
+        norm_layer("batch")

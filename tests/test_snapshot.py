@@ -1,0 +1,80 @@
+"""The briefly trained detector the chapters share: cached, deterministic, consistent outputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from imbalance import snapshot
+from imbalance.data import CocoDetection
+
+SMALL = {"fpn_channels": 16, "min_size": 96, "max_size": 96}
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMBALANCE_CACHE", str(tmp_path / "cache"))
+
+
+def _same_weights(a, b) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_snapshot_is_cached_and_reloaded(monkeypatch):
+    first = snapshot.briefly_trained(iterations=3, progress=False, **SMALL)
+    assert not first.model.training and len(first.losses) == 3
+    assert all(set(r) == {"classification", "bbox_regression"} for r in first.losses)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached snapshot was trained again")
+
+    monkeypatch.setattr(snapshot, "_train", no_training)
+    again = snapshot.briefly_trained(iterations=3, progress=False, **SMALL)
+    assert _same_weights(first.model, again.model) and again.losses == first.losses
+    with pytest.raises(AssertionError, match="trained again"):
+        snapshot.briefly_trained(iterations=4, progress=False, **SMALL)
+
+
+def test_snapshot_is_deterministic_and_trains():
+    a = snapshot.briefly_trained(iterations=3, cache=False, progress=False, **SMALL)
+    b = snapshot.briefly_trained(iterations=3, cache=False, progress=False, **SMALL)
+    assert _same_weights(a.model, b.model)
+    untrained = snapshot.briefly_trained(iterations=0, cache=False, progress=False, **SMALL)
+    assert not _same_weights(a.model, untrained.model)
+
+
+def test_dense_outputs_are_consistent():
+    snap = snapshot.briefly_trained(iterations=0, progress=False, **SMALL)
+    data = CocoDetection(snap.data_root, "val")
+    out = snapshot.dense_outputs(snap.model, data, num_images=5, batch_size=2)
+    assert out.positives.shape == (5,)
+    assert out.logits.shape == (int((out.positives + out.negatives).sum()), data.num_classes)
+    assert out.targets.shape == out.logits.shape
+    assert int(out.targets.sum()) == int(out.positives.sum())
+    assert out.deltas.shape == out.box_targets.shape == (int(out.positives.sum()), 4)
+    per_image = out.positives + out.negatives + out.ignored
+    assert (per_image == per_image[0]).all() and out.ignored.sum() > 0
+
+
+def test_bad_settings_raise():
+    with pytest.raises(ValueError, match="lr"):
+        snapshot.briefly_trained(iterations=1, lr=-1.0, progress=False)
+    with pytest.raises(ValueError, match="unknown model"):
+        snapshot.briefly_trained("yolo", iterations=1, progress=False)
+
+
+def test_rpn_proposals_are_in_the_ground_truth_frame():
+    snap = snapshot.briefly_trained("libra_rcnn", iterations=0, progress=False,
+                                    rpn_post_nms_top_n_test=50, **SMALL)
+    data = CocoDetection(snap.data_root, "val")
+    props = snapshot.rpn_proposals(snap.model, data, num_images=2)
+    assert len(props) == 2 and not snap.model.training
+    for p, i in zip(props, range(2), strict=True):
+        assert 0 < p.boxes.shape[0] <= 50 and p.boxes.shape[1] == 4
+        scale = SMALL["min_size"] / data[i][0].shape[-1]
+        torch.testing.assert_close(p.gt_boxes, data.target(i)["boxes"] * scale)
+        assert p.boxes.min() >= 0 and p.boxes.max() <= SMALL["min_size"]
+    with pytest.raises(TypeError, match="two-stage"):
+        snapshot.rpn_proposals(snapshot.briefly_trained(iterations=0, progress=False,
+                                                        **SMALL).model, data)
