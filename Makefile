@@ -33,7 +33,8 @@ unit: $(STAMP)
 
 nbval: $(STAMP)
 ifneq ($(strip $(NOTEBOOKS)),)
-	IMBALANCE_SMOKE=1 $(BIN)/python -m pytest --nbval-lax --nbval-current-env -n $(JOBS) --dist loadscope -q $(NOTEBOOKS)
+	# one torch thread per notebook: the workers already take one core each
+	OMP_NUM_THREADS=1 IMBALANCE_SMOKE=1 $(BIN)/python -m pytest --nbval-lax --nbval-current-env -n $(JOBS) --dist loadscope -q $(NOTEBOOKS)
 else
 	@echo "nbval: no chapters yet"
 endif
@@ -43,6 +44,7 @@ test: lint unit nbval
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/losses.py
+	$(BIN)/python benchmarks/train_step.py
 
 clean:
 	rm -rf _build

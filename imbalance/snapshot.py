@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from imbalance import __version__
 from imbalance.data import CocoDetection, collate, make_dataset
 from imbalance.models import build_model
 
@@ -67,6 +69,20 @@ def _atomic_save(obj: Any, path: Path) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    """A cached snapshot, or None if missing or unreadable (then it is trained again)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
+        return None
+
+
+def _fits(net: nn.Module, state: dict[str, Tensor]) -> bool:
+    """Whether ``state`` has exactly the model's keys and shapes (the code may have changed)."""
+    own = net.state_dict()
+    return own.keys() == state.keys() and all(own[k].shape == state[k].shape for k in own)
 
 
 def _data(seed: int, knobs: dict[str, float]) -> Path:
@@ -125,15 +141,16 @@ def briefly_trained(model: str = "retinanet", iterations: int = 150, *, seed: in
     root = _data(data_seed, knobs)
     data = CocoDetection(root, "train")
     options = {**DEFAULT_MODEL_OPTIONS, **model_options}
-    settings = {"version": SNAPSHOT_VERSION, "model": model, "iterations": iterations,
-                "seed": seed, "data_seed": data_seed, "batch_size": batch_size, "lr": lr,
+    settings = {"version": SNAPSHOT_VERSION, "imbalance": __version__, "model": model,
+                "iterations": iterations, "seed": seed, "data_seed": data_seed,
+                "batch_size": batch_size, "lr": lr,
                 "knobs": knobs, "options": options, "torch": str(torch.__version__)}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
     path = cache_dir() / "snapshots" / f"{model}-{key[:16]}.pt"
     torch.manual_seed(seed)
     net = build_model(model, data.num_classes, **options)
-    if cache and path.exists():
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    state = _load(path) if cache else None
+    if state is not None and _fits(net, state["model"]):
         net.load_state_dict(state["model"])
         history = state["losses"]
     else:

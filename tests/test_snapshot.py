@@ -78,3 +78,16 @@ def test_rpn_proposals_are_in_the_ground_truth_frame():
     with pytest.raises(TypeError, match="two-stage"):
         snapshot.rpn_proposals(snapshot.briefly_trained(iterations=0, progress=False,
                                                         **SMALL).model, data)
+
+
+def test_an_unreadable_or_stale_cache_is_trained_again():
+    first = snapshot.briefly_trained(iterations=1, progress=False, **SMALL)
+    (path,) = (snapshot.cache_dir() / "snapshots").glob("retinanet-*.pt")
+    path.write_bytes(b"not a checkpoint")
+    again = snapshot.briefly_trained(iterations=1, progress=False, **SMALL)
+    assert _same_weights(first.model, again.model)
+    state = torch.load(path, weights_only=True)
+    state["model"].pop(next(iter(state["model"])))
+    torch.save(state, path)
+    assert _same_weights(first.model,
+                         snapshot.briefly_trained(iterations=1, progress=False, **SMALL).model)
