@@ -15,7 +15,10 @@ box's best anchors), the box coder, the image transform and the post-processing.
 
 **Normalisation.** Following the papers, a loss is summed over the batch and divided by the
 number of positive anchors in the batch (at least 1). torchvision instead divides each image's
-sum by its own positives and averages the images. GHM-C and GHM-R normalise themselves (their
+sum by its own positives and averages the images. Under DistributedDataParallel the positive
+count is averaged over the processes (as mmdetection does), so the gradient is that of the global
+batch. The GHM histograms, though, stay per process: with W processes each harmonises its own
+share of the batch. GHM-C and GHM-R normalise themselves (their
 harmonised weights sum to the number of valid elements) and ignore the positive count, as the
 authors' code does.
 
@@ -33,6 +36,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection import _utils as det_utils
@@ -226,6 +230,20 @@ def anchor_targets(targets: list[dict[str, Tensor]], anchors: list[Tensor],
     return AnchorTargets(matched, valid, positive, cls_targets, torch.cat(gt_boxes), anchors_pos)
 
 
+def _mean_over_processes(x: Tensor) -> Tensor:
+    """``x`` averaged over the processes of a distributed run (``x`` itself otherwise).
+
+    DistributedDataParallel averages the gradients of the W processes. With each process dividing
+    its loss sum S_r by the mean positive count (Σ_r P_r) / W, the averaged gradient is that of
+    (Σ_r S_r) / (Σ_r P_r): the loss of the whole global batch, as one process would compute it.
+    """
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        x = x.detach().clone()
+        dist.all_reduce(x)
+        x = x / dist.get_world_size()
+    return x
+
+
 class RetinaNetHead(tv_retinanet.RetinaNetHead):
     """torchvision's RetinaNet head (4 conv layers per branch) with our loss seam.
 
@@ -259,7 +277,8 @@ class RetinaNetHead(tv_retinanet.RetinaNetHead):
     def compute_loss(self, targets: list[dict[str, Tensor]], head_outputs: dict[str, Tensor],
                      anchors: list[Tensor], matched_idxs: list[Tensor]) -> dict[str, Tensor]:
         t = anchor_targets(targets, anchors, matched_idxs, self.num_classes)
-        num_pos = t.positive.sum().clamp(min=1).to(head_outputs["cls_logits"].dtype)
+        num_pos = _mean_over_processes(t.positive.sum().to(head_outputs["cls_logits"].dtype))
+        num_pos = num_pos.clamp(min=1)
         logits = head_outputs["cls_logits"][t.valid]
         deltas = head_outputs["bbox_regression"][t.positive]
         box_coder = self.regression_head.box_coder

@@ -1,0 +1,278 @@
+"""The book's experiments: grids of training configurations x seeds, and their summaries.
+
+    python -m imbalance.experiments run --grid retinanet --preset cpu --seeds 0 1 2 \\
+        --out results/retinanet
+    python -m imbalance.experiments summarize --out results/retinanet
+
+A grid (:data:`GRIDS`) names configurations, each a base YAML file of ``configs/`` (chosen by the
+preset) plus ``key=value`` overrides. ``run`` trains every configuration with every seed into
+``out/<configuration>/seed<k>/`` through :func:`imbalance.train.fit` with ``resume=True``: a
+finished run is read back, not redone, and a killed one continues from its last checkpoint.
+It then writes ``out/summary.json`` and ``out/summary.csv``: per configuration, the mean and
+standard deviation over seeds of AP, AP50, AP75, APs, APm and APl, with the provenance of the runs
+(command, git commit, device, library versions, dates, wall time).
+
+The seed changes the model's initialisation and the data order; the benchmark itself (its
+``data.synthetic_seed``) is the same for every run, so the spread measures training noise only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+METRICS: tuple[str, ...] = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+PRESETS: tuple[str, ...] = ("smoke", "cpu", "gpu")
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One configuration of a grid: a base config file stem and ``key=value`` overrides."""
+
+    name: str
+    base: str
+    overrides: tuple[str, ...] = ()
+
+    @property
+    def slug(self) -> str:
+        """The folder name of the configuration."""
+        return re.sub(r"[^a-z0-9]+", "_", self.name.lower()).strip("_")
+
+    def config_file(self, preset: str, configs: Path = CONFIGS) -> Path:
+        return configs / f"{self.base}_{preset}.yaml"
+
+
+def _retinanet() -> list[Experiment]:
+    def r(name: str, cls: str, box: str, *extra: str) -> Experiment:
+        return Experiment(name, "retinanet_focal",
+                          (f"model.cls_loss={cls}", f"model.box_loss={box}", *extra))
+
+    return [
+        r("CE (prior init) + SL1", "ce", "smooth_l1"),
+        r("alpha-CE + SL1", "alpha_ce", "smooth_l1"),
+        r("FL + SL1", "focal", "smooth_l1"),
+        r("GHM-C + SL1", "ghm_c", "smooth_l1"),
+        r("FL + GHM-R", "focal", "ghm_r"),
+        r("GHM-C + GHM-R", "ghm_c", "ghm_r"),
+        r("FL + Balanced L1", "focal", "balanced_l1"),
+        r("GHM-C + Balanced L1", "ghm_c", "balanced_l1"),
+    ]
+
+
+def _libra() -> list[Experiment]:
+    def lib(name: str, iou: bool, bfp: bool, bl1: bool) -> Experiment:
+        flags = (f"model.iou_balanced={str(iou).lower()}", f"model.bfp={str(bfp).lower()}",
+                 f"model.balanced_l1={str(bl1).lower()}")
+        return Experiment(name, "libra_rcnn", flags)
+
+    return [
+        lib("Faster R-CNN (baseline)", False, False, False),
+        lib("+ IoU-balanced sampling", True, False, False),
+        lib("+ Balanced Feature Pyramid", False, True, False),
+        lib("+ Balanced L1", False, False, True),
+        lib("Libra R-CNN (all three)", True, True, True),
+    ]
+
+
+OUTLIER_FRACTIONS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.4)
+
+
+def _outliers() -> list[Experiment]:
+    return [
+        Experiment(f"{label}, outliers {round(100 * f)}%", "retinanet_focal",
+                   (f"model.cls_loss={cls}", "model.box_loss=smooth_l1",
+                    f"data.knobs.outlier_fraction={f}"))
+        for f in OUTLIER_FRACTIONS for label, cls in (("FL", "focal"), ("GHM-C", "ghm_c"))
+    ]
+
+
+GRIDS: dict[str, list[Experiment]] = {
+    "retinanet": _retinanet(), "libra": _libra(), "outliers": _outliers(),
+}
+
+
+def _check(grid: str, preset: str, seeds: Sequence[int], configs: Path) -> list[Experiment]:
+    if grid not in GRIDS:
+        raise ValueError(f"unknown grid {grid!r}; expected one of {sorted(GRIDS)}")
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; expected one of {PRESETS}")
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ValueError(f"seeds must be distinct non-negative integers, got {list(seeds)}")
+    missing = [str(e.config_file(preset, configs)) for e in GRIDS[grid]
+               if not e.config_file(preset, configs).exists()]
+    if missing:
+        raise FileNotFoundError(f"missing config file(s): {sorted(set(missing))}")
+    return GRIDS[grid]
+
+
+def run_grid(grid: str, preset: str, seeds: Sequence[int], out: str | os.PathLike, *,
+             only: Sequence[str] | None = None, overrides: Sequence[str] = (),
+             configs: Path = CONFIGS) -> dict[str, Any]:
+    """Train every configuration of ``grid`` with every seed (resumably), then summarise.
+
+    Args:
+        grid: a key of :data:`GRIDS`.
+        preset: ``smoke``, ``cpu`` or ``gpu``: picks ``configs/<base>_<preset>.yaml``.
+        seeds: the seeds (``run.seed``).
+        out: the grid's folder.
+        only: run only the configurations with these names or slugs.
+        overrides: extra ``key=value`` overrides for every run (e.g. ``optim.iterations=50``).
+        configs: the folder of the YAML files.
+
+    Returns:
+        the summary (also written to ``out/summary.json`` and ``out/summary.csv``).
+    """
+    from imbalance.train import fit, load_config
+
+    experiments = _check(grid, preset, seeds, configs)
+    if only:
+        unknown = set(only) - {e.name for e in experiments} - {e.slug for e in experiments}
+        if unknown:
+            raise ValueError(f"unknown configuration(s) {sorted(unknown)} in grid {grid!r}")
+        experiments = [e for e in experiments if e.name in only or e.slug in only]
+    out = Path(out)
+    for e in experiments:
+        for seed in seeds:
+            config = load_config(e.config_file(preset, configs),
+                                 [*e.overrides, *overrides, f"run.seed={seed}"])
+            print(f"[{grid}] {e.name}, seed {seed}", file=sys.stderr, flush=True)
+            fit(config, out=out / e.slug / f"seed{seed}", resume=True)
+    return summarize(out, grid=grid, preset=preset, seeds=seeds, configs=configs)
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return {"mean": None, "std": None, "values": values}
+    mean = sum(finite) / len(finite)
+    std = (math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1))
+           if len(finite) > 1 else 0.0)
+    return {"mean": mean, "std": std, "values": values}
+
+
+def summarize(out: str | os.PathLike, *, grid: str | None = None, preset: str | None = None,
+              seeds: Sequence[int] | None = None, configs: Path = CONFIGS) -> dict[str, Any]:
+    """Mean and sample standard deviation over seeds of every finished run under ``out``.
+
+    Reads ``out/<configuration>/seed<k>/final.json``; writes ``out/summary.json`` and
+    ``out/summary.csv`` (rows in the grid's order) and returns the summary. Runs that have not
+    finished are left out and listed under ``"missing"``.
+    """
+    out = Path(out)
+    meta = _read_json(out / "summary.json") if (out / "summary.json").exists() else {}
+    grid = grid or meta.get("grid")
+    preset = preset or meta.get("preset")
+    seeds = list(seeds if seeds is not None else meta.get("seeds", []))
+    if grid not in GRIDS:
+        raise ValueError(f"unknown grid {grid!r}; give --grid (one of {sorted(GRIDS)})")
+    rows: dict[str, Any] = {}
+    runs, missing = [], []
+    for e in GRIDS[grid]:
+        finals = []
+        for seed in seeds:
+            path = out / e.slug / f"seed{seed}" / "final.json"
+            if path.exists():
+                finals.append((seed, _read_json(path)))
+            elif (out / e.slug).exists():
+                missing.append(f"{e.slug}/seed{seed}")
+        if not finals:
+            continue
+        rows[e.name] = {m: _stats([f["ap"].get(m) for _, f in finals]) for m in METRICS}
+        rows[e.name]["seeds"] = [s for s, _ in finals]
+        rows[e.name]["overrides"] = list(e.overrides)
+        runs += [_provenance(f) for _, f in finals]
+    summary = {
+        "grid": grid, "preset": preset, "seeds": seeds, "metrics": list(METRICS), "rows": rows,
+        "missing": missing,
+        "provenance": {
+            "command": " ".join(["python -m imbalance.experiments", *sys.argv[1:]])
+            if sys.argv and sys.argv[0].endswith("experiments.py") else None,
+            "commits": sorted({r["commit"] for r in runs if r["commit"]}),
+            "devices": sorted({r["device"] for r in runs if r["device"]}),
+            "versions": runs[0]["versions"] if runs else None,
+            "dates": [min(r["date"] for r in runs), max(r["date"] for r in runs)] if runs else [],
+            "wall_time_s": sum(r["wall_time_s"] or 0 for r in runs),
+            "runs": len(runs),
+            "summarized": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1) + "\n")
+    os.replace(tmp, out / "summary.json")
+    with open(out / "summary.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["configuration", "seeds", *[f"{m}_{s}" for m in METRICS
+                                                for s in ("mean", "std")]])
+        for name, row in rows.items():
+            w.writerow([name, len(row["seeds"]),
+                        *[_fmt(row[m][s]) for m in METRICS for s in ("mean", "std")]])
+    return summary
+
+
+def _fmt(v: float | None) -> str:
+    return "" if v is None else f"{v:.4f}"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    with open(path) as f:
+        return json.load(f)
+
+
+def _provenance(final: dict[str, Any]) -> dict[str, Any]:
+    commit = final.get("git_commit")
+    if commit and final.get("git_dirty"):
+        commit += "-dirty"
+    return {"commit": commit, "device": final.get("device"), "versions": final.get("versions"),
+            "date": final.get("date") or "", "wall_time_s": final.get("wall_time_s")}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m imbalance.experiments",
+                                     description="Run and summarise the book's experiment grids.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train a grid x seeds (resumable), then summarise")
+    run.add_argument("--grid", required=True, choices=sorted(GRIDS))
+    run.add_argument("--preset", required=True, choices=PRESETS)
+    run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    run.add_argument("--out", required=True)
+    run.add_argument("--only", nargs="+", help="configuration names or slugs")
+    run.add_argument("overrides", nargs="*", help="key=value overrides for every run")
+    summ = sub.add_parser("summarize", help="(re)write the summary of finished runs")
+    summ.add_argument("--out", required=True)
+    summ.add_argument("--grid", choices=sorted(GRIDS))
+    summ.add_argument("--preset", choices=PRESETS)
+    summ.add_argument("--seeds", type=int, nargs="+")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    try:
+        if args.command == "run":
+            s = run_grid(args.grid, args.preset, args.seeds, args.out, only=args.only,
+                         overrides=args.overrides)
+        else:
+            s = summarize(args.out, grid=args.grid, preset=args.preset, seeds=args.seeds)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for name, row in s["rows"].items():
+        print(f"{name:32s} AP {row['AP']['mean']:.3f} ± {row['AP']['std']:.3f}  "
+              f"AP50 {row['AP50']['mean']:.3f} ± {row['AP50']['std']:.3f}  (n={len(row['seeds'])})")
+    print(f"{len(s['rows'])} configurations in {time.perf_counter() - started:.0f} s; "
+          f"{Path(args.out) / 'summary.json'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

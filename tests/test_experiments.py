@@ -1,0 +1,66 @@
+"""The experiment runner: resumable grids and honest summaries."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from imbalance import experiments
+
+FAST = ["optim.iterations=2", "optim.warmup_iters=1", "data.min_size=64", "data.max_size=64",
+        "model.fpn_channels=16", "run.checkpoint_every=1"]
+
+
+def test_every_grid_configuration_has_its_config_files():
+    for grid in experiments.GRIDS.values():
+        slugs = [e.slug for e in grid]
+        assert len(set(slugs)) == len(slugs)
+        for e in grid:
+            for preset in experiments.PRESETS:
+                assert e.config_file(preset).exists(), e.config_file(preset)
+
+
+def test_grids_hold_the_issue_configurations():
+    names = {g: [e.name for e in v] for g, v in experiments.GRIDS.items()}
+    assert len(names["retinanet"]) == 8 and len(names["libra"]) == 5
+    assert len(names["outliers"]) == 2 * len(experiments.OUTLIER_FRACTIONS)
+    assert any("outlier_fraction=0.4" in o for e in experiments.GRIDS["outliers"]
+               for o in e.overrides)
+
+
+def test_run_is_resumable_and_summarised(tmp_path, monkeypatch):
+    out = tmp_path / "grid"
+    only = ["fl_sl1", "ghm_c_sl1"]
+    s = experiments.run_grid("retinanet", "smoke", [0, 1], out, only=only, overrides=FAST)
+    assert list(s["rows"]) == ["FL + SL1", "GHM-C + SL1"]
+    row = s["rows"]["FL + SL1"]
+    assert row["seeds"] == [0, 1] and len(row["AP"]["values"]) == 2
+    values = row["AP50"]["values"]
+    mean = sum(values) / 2
+    assert row["AP50"]["mean"] == pytest.approx(mean)
+    assert row["AP50"]["std"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
+    prov = s["provenance"]
+    assert prov["runs"] == 4 and prov["devices"] and prov["versions"]["torch"]
+    assert json.loads((out / "summary.json").read_text())["rows"].keys() == s["rows"].keys()
+    assert (out / "summary.csv").read_text().count("\n") == 3
+
+    finals = {p: p.stat().st_mtime_ns for p in out.glob("*/seed*/final.json")}
+    assert len(finals) == 4
+    s2 = experiments.run_grid("retinanet", "smoke", [0, 1], out, only=only, overrides=FAST)
+    assert {p: p.stat().st_mtime_ns for p in finals} == finals  # nothing redone
+    assert s2["rows"]["FL + SL1"]["AP"] == row["AP"]
+
+
+def test_bad_requests_fail_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="unknown grid"):
+        experiments.run_grid("ssd", "cpu", [0], tmp_path)
+    with pytest.raises(ValueError, match="preset"):
+        experiments.run_grid("libra", "tpu", [0], tmp_path)
+    with pytest.raises(ValueError, match="seeds"):
+        experiments.run_grid("libra", "cpu", [1, 1], tmp_path)
+    with pytest.raises(ValueError, match="unknown configuration"):
+        experiments.run_grid("libra", "smoke", [0], tmp_path, only=["yolo"])
+    assert not any(tmp_path.iterdir())
+    assert experiments.main(["run", "--grid", "libra", "--preset", "smoke", "--seeds", "-1",
+                             "--out", str(tmp_path / "x")]) == 2

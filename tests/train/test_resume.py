@@ -1,0 +1,73 @@
+"""Kill and resume: a run killed with SIGKILL after a checkpoint and resumed ends with weights
+identical to an uninterrupted run's (deterministic mode, CPU), and logs no step twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from imbalance.plotting import read_metrics
+from imbalance.train import fit
+
+STEPS = 12
+# 6 training images, 2 a step: 3 steps an epoch, so the checkpoints (every 2 steps) fall in the
+# middle of epochs and the resumed run must skip the batches its epoch already consumed.
+RUN = ["run.deterministic=true", f"optim.iterations={STEPS}", "run.checkpoint_every=2",
+       "data.max_train_images=6", "data.hflip=0.5", "optim.warmup_iters=4", "run.log_every=1"]
+TIMING = ("time", "images_per_s")
+
+
+def _checkpoint_step(path) -> int:
+    return torch.load(path, weights_only=False)["step"]
+
+
+def test_a_killed_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(smoke_config,
+                                                                                tmp_path):
+    config = smoke_config(*RUN)
+    uninterrupted = fit(config, out=tmp_path / "a")
+
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(config.to_yaml())
+    out = tmp_path / "b"
+    last = out / "checkpoints" / "last.pt"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "imbalance.train", "--config", str(config_file), "--out",
+         str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while not last.exists():
+            assert process.poll() is None, process.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.01)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+        process.stderr.close()
+    assert process.returncode == -signal.SIGKILL
+    killed_at = _checkpoint_step(last)
+    assert 2 <= killed_at < STEPS
+    assert not (out / "final.json").exists()
+
+    resumed = fit(config, out=out, resume=True)
+
+    a = torch.load(uninterrupted.checkpoint, weights_only=False)
+    b = torch.load(resumed.checkpoint, weights_only=False)
+    assert a["step"] == b["step"] == STEPS
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    for state_a, state_b in zip(a["optimizer"]["state"].values(),
+                                b["optimizer"]["state"].values(), strict=True):
+        assert torch.equal(state_a["momentum_buffer"], state_b["momentum_buffer"])
+
+    records_a = read_metrics(uninterrupted.out / "metrics.jsonl")
+    records_b = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in records_b] == [*range(1, STEPS + 1), STEPS]  # + the evaluation
+    for ra, rb in zip(records_a, records_b, strict=True):
+        assert {k: v for k, v in ra.items() if k not in TIMING} == \
+            {k: v for k, v in rb.items() if k not in TIMING}
+    assert resumed.ap == uninterrupted.ap
