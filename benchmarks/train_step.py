@@ -2,6 +2,7 @@
 
     python benchmarks/train_step.py [--device cpu|cuda] [--amp] [--channels-last]
                                     [--batch 2] [--size 256] [--backbone resnet18] [--rounds 5]
+                                    [--threads N]
 
 Rows (images/s of a full step: forward, loss, backward, SGD update):
 
@@ -11,10 +12,11 @@ Rows (images/s of a full step: forward, loss, backward, SGD update):
   GHM-C + GHM-R;
 * the Faster R-CNN + FPN baseline (``libra_rcnn`` with every part off) and Libra R-CNN.
 
-Each model runs two warm-up steps, then the models take turns, ``--steps`` steps per turn for
-``--rounds`` turns; the table gives the median step time. Targets: our focal RetinaNet at least
-1.0x torchvision's, the GHM variant at least 0.9x our focal, Libra's step at most 1.15x the
-baseline's.
+On a shared or busy CPU, ``--threads 1`` keeps the threads of one step from fighting over the
+cores (and the ratios from measuring that fight). Each model runs two warm-up steps, then the
+models take turns, ``--steps`` steps per turn for ``--rounds`` turns; the table gives the median
+step time. Targets: our focal RetinaNet at least 1.0x torchvision's, the GHM variant at least
+0.9x our focal, Libra's step at most 1.15x the baseline's.
 """
 
 from __future__ import annotations
@@ -111,7 +113,10 @@ def main() -> None:
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--threads", type=int, help="torch threads on the CPU (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     batch = make_batch(args.batch, args.size, args.device)
     steps = {name: step_fn(m, batch, args) for name, m in models(args).items()}

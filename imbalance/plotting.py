@@ -337,3 +337,204 @@ def plot_results_table(rows: Mapping[str, Mapping[str, Any]], columns: Sequence[
         if title:
             ax.set_title(title)
     return ax
+
+
+def cumulative_share(values: Any, max_points: int = 2001) -> tuple[np.ndarray, np.ndarray]:
+    """The curve of :func:`plot_cumulative_share`: sort ``values`` (non-negative, any shape)
+    ascending; x is the fraction of elements so far, y their fraction of ``Σ values``.
+
+    Returns:
+        float64 ``(x, y)``, both starting at 0 and ending at 1, at most ``max_points`` long
+        (evenly spaced in x; the full curve is piecewise linear between them).
+    """
+    v = np.sort(_as_array(values).astype(np.float64).reshape(-1))
+    if v.size and v[0] < 0:
+        raise ValueError("cumulative_share needs non-negative values")
+    y = np.concatenate([[0.0], np.cumsum(v)])
+    y = y / y[-1] if y[-1] > 0 else np.linspace(0.0, 1.0, len(y))
+    idx = np.unique(np.linspace(0, v.size, min(max_points, v.size + 1)).round().astype(int))
+    return idx / max(v.size, 1), y[idx]
+
+
+def plot_cumulative_share(values: Mapping[str, Any], *, xlabel: str = "fraction of elements",
+                          ylabel: str = "cumulative normalised loss", title: str | None = None,
+                          ax: Axes | None = None, legend_title: str | None = None) -> Axes:
+    """Cumulative distribution of a quantity over elements sorted from smallest to largest:
+    the Focal Loss paper's Fig. 4 (each element's loss, for several γ). One line per entry of
+    ``values`` (label → non-negative values of any shape; series may differ in length).
+    A curve hugging the bottom until x ≈ 1 means a few elements carry almost everything."""
+    curves = {label: cumulative_share(v) for label, v in values.items()}
+    with style():
+        ax = _axes(ax, (5, 3.5))
+        for i, (label, (x, y)) in enumerate(curves.items()):
+            ax.plot(x, y, label=str(label), color=colour(i),
+                    linestyle=LINESTYLES[i % len(LINESTYLES)])
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        _finish(ax, title, False, len(curves) > 1, legend_title)
+    return ax
+
+
+def plot_shares(shares: Mapping[str, Mapping[str, float]], *, xlabel: str = "share",
+                title: str | None = None, ax: Axes | None = None,
+                legend_title: str | None = None) -> Axes:
+    """Stacked horizontal bars showing how a total splits into groups, one bar per row: e.g.
+    the share of the regression gradient carried by inliers and outliers under two losses.
+
+    Args:
+        shares: row label → {group → share} (non-negative; a group missing from a row is 0).
+            Drawn as given: normalise a row to sum to 1 for fractions. Segments of at least
+            0.04 are labelled with their percentage.
+    Rows run top to bottom in the given order; the legend (the groups) sits right of the bars.
+    """
+    rows = [str(r) for r in shares]
+    groups = list(dict.fromkeys(g for r in shares.values() for g in r))
+    table = np.array([[float(r.get(g, 0.0)) for g in groups] for r in shares.values()])
+    if table.size and (table < 0).any():
+        raise ValueError("plot_shares needs non-negative shares")
+    with style():
+        ax = _axes(ax, (6, 0.9 + 0.45 * len(rows)))
+        left = np.zeros(len(rows))
+        for i, group in enumerate(groups):
+            c = colour(i)
+            ax.barh(rows, table[:, i], left=left, height=0.6, color=c, label=str(group))
+            for y, (start, width) in enumerate(zip(left, table[:, i], strict=True)):
+                if width >= 0.04:
+                    ax.text(start + width / 2, y, f"{width:.0%}", ha="center", va="center",
+                            fontsize=8, color=_text_colour(c))
+            left += table[:, i]
+        ax.invert_yaxis()
+        ax.grid(False, axis="y")
+        ax.set_xlabel(xlabel)
+        _finish(ax, title, False, False)
+        if groups:
+            ax.legend(title=legend_title, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    return ax
+
+
+def _feature_map_2d(x: Any, reduce: str) -> np.ndarray:
+    """A map (H, W) from (H, W), (C, H, W) or (1, C, H, W), reducing channels by ``reduce``."""
+    arr = _as_array(x).astype(np.float64)
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim == 2:
+        return arr
+    if arr.ndim != 3:
+        raise ValueError(f"a feature map must be (H, W), (C, H, W) or (1, C, H, W); "
+                         f"got {arr.shape}")
+    if reduce == "norm":
+        return np.sqrt((arr ** 2).sum(axis=0))
+    if reduce == "mean":
+        return arr.mean(axis=0)
+    raise ValueError(f"reduce={reduce!r}: choose 'norm' (L2 over channels) or 'mean'")
+
+
+def plot_feature_maps(rows: Mapping[str, Sequence[Any]], col_titles: Sequence[str] | None = None,
+                      *, reduce: str = "norm", share: str = "column", cmap: str = "viridis",
+                      colorbar: bool = True, panel: float = 1.7, title: str | None = None,
+                      axes: Any = None) -> np.ndarray:
+    """A grid of feature maps: one row per entry of ``rows``, one column per map in a row
+    (e.g. rows "before"/"after", columns the levels of a feature pyramid).
+
+    Args:
+        rows: row label → maps, each (H, W), or (C, H, W) / (1, C, H, W) reduced over the
+            channels by ``reduce`` ("norm": the L2 norm, "mean": the mean); all rows the same
+            length. Maps of different sizes fill panels of one size, so a coarse map shows as
+            large pixels.
+        col_titles: one title per column, or None.
+        share: one colour scale per "column", per "row", for "all" panels, or "none".
+        colorbar: one colour bar per shared scale (under each column, right of each row, or
+            one for all); none with ``share="none"``.
+        axes: a (rows, columns) array of Axes to draw into, or None for a new figure.
+
+    Returns:
+        The (rows, columns) numpy array of Axes.
+    """
+    if share not in ("column", "row", "all", "none"):
+        raise ValueError(f"share={share!r}: choose 'column', 'row', 'all' or 'none'")
+    labels = [str(r) for r in rows]
+    maps = [[_feature_map_2d(m, reduce) for m in row] for row in rows.values()]
+    n_cols = len(maps[0]) if maps else 0
+    if not maps or n_cols == 0 or any(len(r) != n_cols for r in maps):
+        raise ValueError("rows must be non-empty and all hold the same number of maps")
+    if col_titles is not None and len(col_titles) != n_cols:
+        raise ValueError(f"{len(col_titles)} column titles for {n_cols} columns")
+    lo = np.array([[m.min() for m in r] for r in maps])
+    hi = np.array([[m.max() for m in r] for r in maps])
+    if share == "column":
+        lo, hi = np.broadcast_to(lo.min(0), lo.shape), np.broadcast_to(hi.max(0), hi.shape)
+    elif share == "row":
+        lo, hi = (np.broadcast_to(lo.min(1)[:, None], lo.shape),
+                  np.broadcast_to(hi.max(1)[:, None], hi.shape))
+    elif share == "all":
+        lo, hi = np.full(lo.shape, lo.min()), np.full(hi.shape, hi.max())
+    with style():
+        if axes is None:
+            _, axes = plt.subplots(len(maps), n_cols, squeeze=False, layout="constrained",
+                                   figsize=(panel * n_cols + 0.6, panel * len(maps) + 0.8))
+        axes = np.asarray(axes).reshape(len(maps), n_cols)
+        images = np.empty(axes.shape, dtype=object)
+        for i, j in np.ndindex(axes.shape):
+            ax = axes[i, j]
+            images[i, j] = ax.imshow(maps[i][j], cmap=cmap, vmin=lo[i, j], vmax=hi[i, j],
+                                     interpolation="nearest", extent=(0, 1, 1, 0))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+            if i == 0 and col_titles is not None:
+                ax.set_title(str(col_titles[j]))
+            if j == 0:
+                ax.set_ylabel(labels[i])
+        fig = axes[0, 0].figure
+        if colorbar and share == "column":
+            for j in range(n_cols):
+                fig.colorbar(images[0, j], ax=list(axes[:, j]), orientation="horizontal",
+                             shrink=0.9, aspect=12)
+        elif colorbar and share == "row":
+            for i in range(len(maps)):
+                fig.colorbar(images[i, 0], ax=list(axes[i, :]), shrink=0.9)
+        elif colorbar and share == "all":
+            fig.colorbar(images[0, 0], ax=list(axes.flat), shrink=0.9)
+        if title:
+            fig.suptitle(title)
+    return axes
+
+
+def plot_matrix(matrix: Any, row_labels: Sequence[str], col_labels: Sequence[str] | None = None,
+                *, fmt: str = "{:.2f}", vmin: float | None = None, vmax: float | None = None,
+                cmap: str = "viridis", xlabel: str = "", ylabel: str = "",
+                title: str | None = None, colorbar: bool = True, ax: Axes | None = None) -> Axes:
+    """A matrix as an annotated heat map (each cell printed with ``fmt``): a correlation
+    matrix between feature levels, a confusion matrix.
+
+    Args:
+        matrix: (R, C) numbers.
+        row_labels, col_labels: R and C tick labels (``col_labels`` defaults to the rows').
+        vmin, vmax: the colour scale's limits (default: the matrix's range).
+    Rows run top to bottom; the text colour follows the cell's colour for contrast.
+    """
+    m = _as_array(matrix).astype(np.float64)
+    cols = list(row_labels) if col_labels is None else list(col_labels)
+    if m.ndim != 2 or m.shape != (len(row_labels), len(cols)):
+        raise ValueError(f"matrix of shape {m.shape} for {len(row_labels)} x {len(cols)} labels")
+    with style():
+        ax = _axes(ax, (0.9 + 0.55 * m.shape[1], 0.6 + 0.5 * m.shape[0]))
+        im = ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+        colormap, norm = im.get_cmap(), im.norm
+        for (i, j), v in np.ndenumerate(m):
+            if np.isfinite(v):
+                ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=8,
+                        color=_text_colour(mpl.colors.to_hex(colormap(norm(v)))))
+        ax.set_xticks(range(m.shape[1]), [str(c) for c in cols])
+        ax.set_yticks(range(m.shape[0]), [str(r) for r in row_labels])
+        ax.grid(False)
+        ax.spines[:].set_visible(False)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if colorbar:
+            ax.figure.colorbar(im, ax=ax, shrink=0.8)
+        if title:
+            ax.set_title(title)
+    return ax

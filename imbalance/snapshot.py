@@ -239,3 +239,20 @@ def rpn_proposals(model: nn.Module, dataset: CocoDetection, num_images: int = 8)
         out.append(Proposals(boxes[0], targets_t[0]["boxes"], targets_t[0]["labels"]))
     model.train(was_training)
     return out
+
+
+def main() -> None:
+    """``python -m imbalance.snapshot``: train (or find) the default snapshots the chapters share.
+
+    Run before executing the chapters in parallel (``make nbval`` does), so that they read the
+    cache instead of training the same detector side by side.
+    """
+    for model in ("retinanet", "libra_rcnn"):
+        snap = briefly_trained(model)
+        last = snap.losses[-1] if snap.losses else {}
+        print(f"{model}: {len(snap.losses)} iterations, last loss "
+              f"{sum(last.values()):.3f}; cache {cache_dir()}")
+
+
+if __name__ == "__main__":
+    main()

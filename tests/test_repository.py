@@ -98,6 +98,12 @@ def notebook_problems(path: Path) -> list[str]:
     kernel = nb.get("metadata", {}).get("kernelspec", {}).get("name")
     if kernel != "python3":
         problems.append(f"kernelspec name is {kernel!r}, not 'python3'")
+    code = [c for c in nb.get("cells", []) if c.get("cell_type") == "code"]
+    first = "".join(code[0].get("source", "")) if code else ""
+    if not first.startswith("%matplotlib inline"):
+        # Executed headless (nbclient: nbval and the book), a notebook without it shows only
+        # some of its figures, silently.
+        problems.append("the first code cell does not start with %matplotlib inline")
     return problems
 
 
@@ -216,7 +222,7 @@ def code_cell(source: str, outputs=(), execution_count=None) -> dict:
 
 def test_notebook_problems_accepts_a_clean_notebook(tmp_path):
     md = {"cell_type": "markdown", "id": "m1", "metadata": {}, "source": "# Title"}
-    path = write_notebook(tmp_path / "good.ipynb", [md, code_cell("x = 1")])
+    path = write_notebook(tmp_path / "good.ipynb", [md, code_cell("%matplotlib inline\nx = 1")])
     assert notebook_problems(path) == []
 
 
@@ -228,7 +234,8 @@ def test_notebook_problems_flags_outputs_counts_and_kernel(tmp_path):
     assert any("outputs" in p for p in problems), problems
     assert any("execution_count" in p for p in problems), problems
     assert any("kernelspec" in p for p in problems), problems
-    assert len(problems) == 3, problems
+    assert any("%matplotlib inline" in p for p in problems), problems
+    assert len(problems) == 4, problems
 
 
 @pytest.mark.parametrize("notebook", CHAPTERS, ids=[p.name for p in CHAPTERS])
