@@ -34,7 +34,9 @@ unit: $(STAMP)
 nbval: $(STAMP)
 ifneq ($(strip $(NOTEBOOKS)),)
 	# the briefly trained detectors the chapters share, trained once before they run side by side
-	$(BIN)/python -m imbalance.snapshot
+	# (one thread: with any other load on the cores, OpenMP threads that wait on each other at
+	# every barrier make a step ten times slower)
+	OMP_NUM_THREADS=1 $(BIN)/python -m imbalance.snapshot
 	# one torch thread per notebook: the workers already take one core each
 	OMP_NUM_THREADS=1 IMBALANCE_SMOKE=1 $(BIN)/python -m pytest --nbval-lax --nbval-current-env -n $(JOBS) --dist loadscope -q $(NOTEBOOKS)
 else
