@@ -1,0 +1,162 @@
+"""Measurements behind the sampling chapter: how hard a two-stage detector finds its proposals,
+and how often a sampler picks each one.
+
+* :func:`scored_proposals`: a Faster R-CNN-style detector's proposals for a few images, labelled
+  as the second stage labels them in training, with each proposal's second-stage classification
+  loss (the hardness online hard example mining ranks by) and background probability;
+* :func:`hardest`: the ``n`` highest-loss candidates, OHEM's choice;
+* :func:`inclusion_frequency`: how often a :class:`~imbalance.sampling.Sampler` picks each
+  candidate over repeated seeded draws;
+* :func:`expected_bin_inclusion`: the same, in closed form, for the IoU-balanced sampler
+  without a floor pool (per-bin quota, then the uniform top-up).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from imbalance.data import CocoDetection
+from imbalance.models.libra_rcnn import proposal_ious
+from imbalance.sampling import Sampler
+
+__all__ = [
+    "ScoredProposals",
+    "expected_bin_inclusion",
+    "hardest",
+    "inclusion_frequency",
+    "scored_proposals",
+]
+
+
+class ScoredProposals(NamedTuple):
+    """One image's proposals as the second stage sees them in training; ``R`` proposals.
+
+    Attributes:
+        boxes (Tensor[R, 4], float): RPN proposals (then the gt boxes if added), resized frame.
+        is_gt (Tensor[R], bool): True for the added ground-truth boxes.
+        max_overlaps (Tensor[R], float): best IoU with any gt box (:func:`proposal_ious`).
+        labels (Tensor[R], int64): 1..K positive, 0 negative, -1 ignored (the matcher's rule).
+        loss (Tensor[R], float): second-stage softmax cross-entropy against ``labels``
+            (background for negatives); NaN for ignored proposals.
+        background_prob (Tensor[R], float): the classifier's softmax probability of background.
+    """
+
+    boxes: Tensor
+    is_gt: Tensor
+    max_overlaps: Tensor
+    labels: Tensor
+    loss: Tensor
+    background_prob: Tensor
+
+
+@torch.no_grad()
+def scored_proposals(model: nn.Module, dataset: CocoDetection, num_images: int = 8,
+                     add_gt: bool = True) -> list[ScoredProposals]:
+    """Score the proposals of the first ``num_images`` of ``dataset`` with ``model``'s 2nd stage.
+
+    ``model`` is a torchvision ``FasterRCNN`` whose ``roi_heads`` has ``proposal_matcher``,
+    ``box_roi_pool``, ``box_head`` and ``box_predictor`` (e.g. :func:`imbalance.models.libra_rcnn`).
+    The proposals are the RPN's in evaluation mode (``rpn_post_nms_top_n_test`` per image, as
+    :func:`imbalance.snapshot.rpn_proposals`); ``add_gt`` appends the gt boxes as training does.
+    Labels follow the matcher's thresholds, as ``LibraRoIHeads.sample_proposals``. The model is
+    left in the mode it was in. No randomness is used.
+    """
+    heads = model.roi_heads
+    low, high = heads.proposal_matcher.low_threshold, heads.proposal_matcher.high_threshold
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(min(num_images, len(dataset))):
+        image, target = dataset[i]
+        images_t, targets_t = model.transform([image], [dict(target)])
+        features = model.backbone(images_t.tensors)
+        boxes = model.rpn(images_t, features)[0][0]
+        gt, gt_labels = targets_t[0]["boxes"].to(boxes.dtype), targets_t[0]["labels"]
+        is_gt = torch.zeros(len(boxes), dtype=torch.bool)
+        if add_gt:
+            boxes = torch.cat([boxes, gt])
+            is_gt = torch.cat([is_gt, torch.ones(len(gt), dtype=torch.bool)])
+        max_overlaps, matched = proposal_ious(boxes, gt)
+        labels = gt_labels[matched.clamp(min=0)] if len(gt) else torch.zeros_like(matched)
+        labels = labels.masked_fill(max_overlaps < low, 0)
+        labels = labels.masked_fill((max_overlaps >= low) & (max_overlaps < high), -1)
+        pooled = heads.box_roi_pool(features, [boxes], images_t.image_sizes)
+        logits = heads.box_predictor(heads.box_head(pooled))[0]
+        loss = F.cross_entropy(logits, labels.clamp(min=0), reduction="none")
+        loss = loss.masked_fill(labels < 0, float("nan"))
+        out.append(ScoredProposals(boxes, is_gt, max_overlaps, labels, loss,
+                                   logits.softmax(-1)[:, 0]))
+    model.train(was_training)
+    return out
+
+
+def hardest(loss: Tensor, candidate_mask: Tensor, n: int) -> Tensor:
+    """The ``min(n, candidate_mask.sum())`` candidates of highest ``loss`` (OHEM's choice).
+
+    Args:
+        loss (Tensor[N], float): per-proposal loss; non-candidates may hold anything (NaN too).
+        candidate_mask (Tensor[N], bool): the proposals that may be chosen.
+        n (int): how many to choose.
+
+    Returns:
+        Tensor[n'], int64: ascending indices; ties go to the lower index.
+    """
+    inds = candidate_mask.nonzero().squeeze(1)
+    order = torch.sort(loss[inds], descending=True, stable=True).indices
+    return inds[order[: max(n, 0)]].sort().values
+
+
+def inclusion_frequency(sampler: Sampler, values: Tensor, candidate_mask: Tensor,
+                        num_expected: int, draws: int, seed: int = 0) -> Tensor:
+    """Fraction of ``draws`` seeded draws in which ``sampler`` chose each proposal.
+
+    Args:
+        sampler: any :class:`~imbalance.sampling.Sampler`.
+        values (Tensor[N]), candidate_mask (Tensor[N], bool), num_expected (int): as
+            ``sampler.sample``.
+        draws (int): number of draws (>= 1), all from one ``torch.Generator`` seeded ``seed``.
+
+    Returns:
+        Tensor[N], float64 in [0, 1]: 0 for non-candidates.
+    """
+    if draws < 1:
+        raise ValueError(f"draws must be >= 1, got {draws}")
+    gen = torch.Generator().manual_seed(seed)
+    hits = torch.zeros(values.shape[0], dtype=torch.float64)
+    for _ in range(draws):
+        hits[sampler.sample(values, candidate_mask, num_expected, generator=gen)] += 1
+    return hits / draws
+
+
+def expected_bin_inclusion(counts: Tensor, num_expected: int) -> Tensor:
+    """Probability that a candidate of each IoU bin is chosen, no floor pool, in closed form.
+
+    With ``M_k = counts[k]`` candidates in bin ``k``, ``K`` bins, ``N = num_expected`` and the
+    quota ``q = int(N / K)``, the sampler takes ``t_k = min(M_k, q)`` from bin ``k`` and then
+    ``S = N - sum t_k`` uniformly from the ``R = sum (M_k - t_k)`` left over, so
+
+        p_k = t_k / M_k + (1 - t_k / M_k) * S / R.
+
+    This is :class:`~imbalance.sampling.IoUBalancedNegativeSampler` with ``floor_thr < 0`` and
+    ``floor_fraction = 0``, where every candidate is in a bin. When ``sum M_k <= N`` all are
+    taken: ``p_k = 1``.
+
+    Args:
+        counts (Tensor[K], int): candidates per bin (:func:`imbalance.sampling.iou_bin_counts`).
+        num_expected (int): N.
+
+    Returns:
+        Tensor[K], float64: ``p_k``; NaN for an empty bin.
+    """
+    m = counts.to(torch.float64)
+    if float(m.sum()) <= num_expected:
+        return torch.where(m > 0, 1.0, float("nan")).to(torch.float64)
+    taken = m.clamp(max=int(num_expected / len(m)))
+    left = m - taken
+    top_up = (num_expected - taken.sum()) / left.sum() if float(left.sum()) > 0 else 0.0
+    p = taken / m + left / m * top_up
+    return torch.where(m > 0, p, float("nan"))
