@@ -12,6 +12,10 @@ It then writes ``out/summary.json`` and ``out/summary.csv``: per configuration, 
 standard deviation over seeds of AP, AP50, AP75, APs, APm and APl, with the provenance of the runs
 (command, git commit, device, library versions, dates, wall time).
 
+``run --reuse <other grid's folder>`` copies a finished run whose configuration is the same
+instead of training it again: the outliers grid at 0 % outliers is the retinanet grid's FL + SL1
+and GHM-C + SL1.
+
 The seed changes the model's initialisation and the data order; the benchmark itself (its
 ``data.synthetic_seed``) is the same for every run, so the spread measures training noise only.
 """
@@ -24,13 +28,19 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+if TYPE_CHECKING:
+    from imbalance.train import TrainConfig
 
 METRICS: tuple[str, ...] = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 PRESETS: tuple[str, ...] = ("smoke", "cpu", "gpu")
@@ -90,10 +100,12 @@ OUTLIER_FRACTIONS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.4)
 
 
 def _outliers() -> list[Experiment]:
+    # 0 % is the benchmark as it is: no knob, so these runs are the retinanet grid's FL + SL1
+    # and GHM-C + SL1, and ``run --reuse results/retinanet`` copies them instead of training
     return [
         Experiment(f"{label}, outliers {round(100 * f)}%", "retinanet_focal",
                    (f"model.cls_loss={cls}", "model.box_loss=smooth_l1",
-                    f"data.knobs.outlier_fraction={f}"))
+                    *([f"data.knobs.outlier_fraction={f}"] if f else [])))
         for f in OUTLIER_FRACTIONS for label, cls in (("FL", "focal"), ("GHM-C", "ghm_c"))
     ]
 
@@ -117,8 +129,28 @@ def _check(grid: str, preset: str, seeds: Sequence[int], configs: Path) -> list[
     return GRIDS[grid]
 
 
+def find_same_run(config: TrainConfig, reuse: Sequence[str | os.PathLike]) -> Path | None:
+    """A finished run (``<grid>/<configuration>/seed<k>/``) under one of the ``reuse`` folders
+    whose ``config.yaml`` equals ``config`` (up to the settings a resumed run may change, such as
+    the thread count), or None."""
+    from imbalance.train.config import config_differences
+    from imbalance.train.rundir import RESUME_MAY_CHANGE
+
+    wanted = config.to_dict()
+    for folder in reuse:
+        for final in sorted(Path(folder).glob("*/seed*/final.json")):
+            saved_file = final.parent / "config.yaml"
+            if not saved_file.is_file():
+                continue
+            saved = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
+            if not config_differences(saved, wanted, ignore=RESUME_MAY_CHANGE):
+                return final.parent
+    return None
+
+
 def run_grid(grid: str, preset: str, seeds: Sequence[int], out: str | os.PathLike, *,
              only: Sequence[str] | None = None, overrides: Sequence[str] = (),
+             reuse: Sequence[str | os.PathLike] = (),
              configs: Path = CONFIGS) -> dict[str, Any]:
     """Train every configuration of ``grid`` with every seed (resumably), then summarise.
 
@@ -129,6 +161,8 @@ def run_grid(grid: str, preset: str, seeds: Sequence[int], out: str | os.PathLik
         out: the grid's folder.
         only: run only the configurations with these names or slugs.
         overrides: extra ``key=value`` overrides for every run (e.g. ``optim.iterations=50``).
+        reuse: folders of other grids; a run not yet finished here whose configuration equals a
+            finished run there (:func:`find_same_run`) is copied from it, not trained again.
         configs: the folder of the YAML files.
 
     Returns:
@@ -147,9 +181,24 @@ def run_grid(grid: str, preset: str, seeds: Sequence[int], out: str | os.PathLik
         for seed in seeds:
             config = load_config(e.config_file(preset, configs),
                                  [*e.overrides, *overrides, f"run.seed={seed}"])
+            target = out / e.slug / f"seed{seed}"
+            same = None if (target / "final.json").exists() else find_same_run(config, reuse)
+            if same is not None:
+                print(f"[{grid}] {e.name}, seed {seed}: the same run is finished in {same}; "
+                      f"copied", file=sys.stderr, flush=True)
+                _copy_run(same, target)
+                continue
             print(f"[{grid}] {e.name}, seed {seed}", file=sys.stderr, flush=True)
-            fit(config, out=out / e.slug / f"seed{seed}", resume=True)
+            fit(config, out=target, resume=True)
     return summarize(out, grid=grid, preset=preset, seeds=seeds, configs=configs)
+
+
+def _copy_run(source: Path, target: Path) -> None:
+    """Copy a finished run folder; ``final.json`` last, so a killed copy is copied again."""
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("final.json"))
+    shutil.copy2(source / "final.json", target / "final.json")
 
 
 def _stats(values: list[float]) -> dict[str, Any]:
@@ -249,6 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     run.add_argument("--out", required=True)
     run.add_argument("--only", nargs="+", help="configuration names or slugs")
+    run.add_argument("--reuse", nargs="+", default=[],
+                     help="other grids' folders: copy their finished runs of the same config")
     run.add_argument("overrides", nargs="*", help="key=value overrides for every run")
     summ = sub.add_parser("summarize", help="(re)write the summary of finished runs")
     summ.add_argument("--out", required=True)
@@ -260,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             s = run_grid(args.grid, args.preset, args.seeds, args.out, only=args.only,
-                         overrides=args.overrides)
+                         overrides=args.overrides, reuse=args.reuse)
         else:
             s = summarize(args.out, grid=args.grid, preset=args.preset, seeds=args.seeds)
     except (ValueError, FileNotFoundError) as e:

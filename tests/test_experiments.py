@@ -52,6 +52,35 @@ def test_run_is_resumable_and_summarised(tmp_path, monkeypatch):
     assert s2["rows"]["FL + SL1"]["AP"] == row["AP"]
 
 
+def test_identical_runs_of_another_grid_are_copied_not_trained(tmp_path, monkeypatch):
+    retina = tmp_path / "retinanet"
+    experiments.run_grid("retinanet", "smoke", [0], retina, only=["fl_sl1"], overrides=FAST)
+    source = retina / "fl_sl1" / "seed0"
+    import imbalance.train
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a run that was finished elsewhere was trained again")
+
+    monkeypatch.setattr(imbalance.train, "fit", no_training)
+    out = tmp_path / "outliers"
+    s = experiments.run_grid("outliers", "smoke", [0], out, only=["fl_outliers_0"],
+                             overrides=FAST, reuse=[retina])
+    copied = out / "fl_outliers_0" / "seed0"
+    assert (copied / "final.json").read_bytes() == (source / "final.json").read_bytes()
+    assert (copied / "checkpoints" / "last.pt").is_file()
+    ap = json.loads((source / "final.json").read_text())["ap"]["AP"]
+    assert s["rows"]["FL, outliers 0%"]["AP"]["values"] == [ap]
+    # another outlier fraction or seed is another run: nothing to copy, so it would train
+    from imbalance.train import load_config
+    base = experiments.GRIDS["outliers"][2]
+    assert base.slug == "fl_outliers_10"
+    other = load_config(base.config_file("smoke"), [*base.overrides, *FAST, "run.seed=0"])
+    assert experiments.find_same_run(other, [retina]) is None
+    with pytest.raises(AssertionError, match="trained again"):
+        experiments.run_grid("outliers", "smoke", [1], out, only=["fl_outliers_0"],
+                             overrides=FAST, reuse=[retina])
+
+
 def test_bad_requests_fail_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="unknown grid"):
         experiments.run_grid("ssd", "cpu", [0], tmp_path)
