@@ -10,7 +10,7 @@ JOBS   ?= auto
 BOOK_BUILD = $(BIN)/jupyter-book build . --config book/_config.yml --toc book/_toc.yml -W -n --keep-going
 NOTEBOOKS  = $(wildcard chapters/*.ipynb)
 
-.PHONY: book test lint unit nbval bench clean
+.PHONY: book test lint unit nbval bookcheck bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,8 +28,9 @@ book: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# tests/book checks the built book: `bookcheck`, after the build
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests -n $(JOBS) -q
+	$(BIN)/python -m pytest tests --ignore=tests/book -n $(JOBS) -q
 
 nbval: $(STAMP)
 ifneq ($(strip $(NOTEBOOKS)),)
@@ -43,8 +44,14 @@ else
 	@echo "nbval: no chapters yet"
 endif
 
+# The built book as a reader gets it: outputs, figures, links, math rendered offline, and (with
+# a headless Chromium) screenshots in _build/screenshots. Builds the book first if it is missing.
+bookcheck: $(STAMP)
+	$(BIN)/python -m pytest tests/book -q
+
 test: lint unit nbval
 	IMBALANCE_SMOKE=1 $(MAKE) book
+	$(MAKE) bookcheck
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/losses.py
