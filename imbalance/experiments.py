@@ -271,6 +271,56 @@ def summarize(out: str | os.PathLike, *, grid: str | None = None, preset: str | 
     return summary
 
 
+def read_summary(path: str | os.PathLike) -> dict[str, Any]:
+    """A grid's ``summary.json`` (a file, or the folder holding it), checked for its fields.
+
+    Raises:
+        FileNotFoundError: no summary there; the message gives the command that makes one.
+        ValueError: the file is not a grid summary.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "summary.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; make it with `python -m "
+                                f"imbalance.experiments run --grid <grid> --preset <preset> "
+                                f"--out {path.parent}`")
+    try:
+        summary = _read_json(path)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    missing = {"grid", "preset", "seeds", "rows", "provenance"} - set(summary)
+    if missing:
+        raise ValueError(f"{path} is not a grid summary: {sorted(missing)} missing")
+    return summary
+
+
+def summary_table(summary: dict[str, Any], metrics: Sequence[str] = METRICS,
+                  scale: float = 100.0) -> dict[str, dict[str, tuple[float, float] | None]]:
+    """Configuration → metric → (mean, std), times ``scale`` (COCO's points by default), in the
+    grid's order; what :func:`imbalance.plotting.plot_results_table` takes."""
+    table = {}
+    for name, row in summary["rows"].items():
+        table[name] = {m: None if row[m]["mean"] is None else
+                       (scale * row[m]["mean"], scale * row[m]["std"]) for m in metrics}
+    return table
+
+
+def describe_provenance(summary: dict[str, Any]) -> str:
+    """One paragraph that says where a summary's numbers come from."""
+    p = summary["provenance"]
+    versions = p.get("versions") or {}
+    lib = ", ".join(f"{k} {v}" for k, v in versions.items() if v)
+    dates = p.get("dates") or []
+    when = f"{dates[0][:10]} to {dates[-1][:10]}" if dates else "unknown dates"
+    commits = ", ".join(c[:10] + ("-dirty" if c.endswith("-dirty") else "")
+                        for c in p.get("commits") or ["?"])
+    return (f"grid {summary['grid']!r}, preset {summary['preset']!r}, seeds {summary['seeds']}: "
+            f"{p.get('runs')} runs, {p.get('wall_time_s', 0) / 3600:.1f} h of training in all, "
+            f"on {', '.join(p.get('devices') or ['?'])}, {when}; commit(s) {commits}; "
+            f"{lib}. Command: {p.get('command') or '?'}")
+
+
 def _fmt(v: float | None) -> str:
     return "" if v is None else f"{v:.4f}"
 

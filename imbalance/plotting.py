@@ -339,6 +339,87 @@ def plot_results_table(rows: Mapping[str, Mapping[str, Any]], columns: Sequence[
     return ax
 
 
+def _repeats(values: Any) -> np.ndarray:
+    """The finite repeats of one measurement (a number or a list of per-seed values)."""
+    arr = np.atleast_1d(np.asarray(values if values is not None else [], dtype=np.float64))
+    return arr[np.isfinite(arr)]
+
+
+def _mean_std(arr: np.ndarray) -> tuple[float, float]:
+    if arr.size == 0:
+        return math.nan, math.nan
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def plot_grid_results(rows: Mapping[str, Any], *, xlabel: str = "AP", scale: float = 1.0,
+                      reference: str | None = None, title: str | None = None,
+                      ax: Axes | None = None) -> Axes:
+    """One metric of an experiment grid: a bar per configuration at the mean over seeds, an
+    error bar of ± one sample standard deviation, and a dot per seed.
+
+    Args:
+        rows: configuration → the per-seed values of the metric (a list; one number is one seed).
+        scale: multiply every value by it (100 gives COCO's points).
+        reference: a configuration whose mean is drawn as a vertical dashed line, the baseline
+            the others are read against.
+    Rows run top to bottom in the given order. A configuration without a finite value gets no
+    bar and the label "no runs".
+    """
+    names = [str(r) for r in rows]
+    values = [scale * _repeats(v) for v in rows.values()]
+    if reference is not None and reference not in rows:
+        raise ValueError(f"reference {reference!r} is not one of the rows {names}")
+    with style():
+        ax = _axes(ax, (6, 0.9 + 0.42 * len(names)))
+        for y, arr in enumerate(values):
+            mean, std = _mean_std(arr)
+            if arr.size == 0:
+                ax.text(0, y, " no runs", va="center", fontsize=8)
+                continue
+            c = colour(0 if reference is None or names[y] != reference else 1)
+            ax.barh(y, mean, height=0.6, color=c, alpha=0.55)
+            ax.errorbar(mean, y, xerr=std, fmt="none", ecolor="black", capsize=3, lw=1)
+            jitter = np.linspace(-0.15, 0.15, arr.size) if arr.size > 1 else np.zeros(1)
+            ax.plot(arr, y + jitter, "o", color="black", markersize=3)
+        if reference is not None:
+            ref = _mean_std(values[names.index(reference)])[0]
+            if math.isfinite(ref):
+                ax.axvline(ref, color=colour(1), linestyle="--", lw=1)
+        ax.set_yticks(range(len(names)), names)
+        ax.set_ylim(len(names) - 0.5, -0.5)
+        ax.grid(False, axis="y")
+        ax.set_xlabel(xlabel)
+        _finish(ax, title, False, False)
+    return ax
+
+
+def plot_metric_against(x: Sequence[float], series: Mapping[str, Sequence[Any]], *,
+                        xlabel: str, ylabel: str, scale: float = 1.0, title: str | None = None,
+                        ax: Axes | None = None) -> Axes:
+    """A metric against a knob, one line per method: the mean over seeds with ± one sample
+    standard deviation as error bars (e.g. AP against the fraction of outliers).
+
+    Args:
+        x: the knob's values.
+        series: method → one entry per x, each the per-seed values there (a list or a number).
+        scale: multiply every value by it.
+    """
+    xs = np.asarray(x, dtype=np.float64)
+    with style():
+        ax = _axes(ax, (5, 3.5))
+        for i, (label, per_x) in enumerate(series.items()):
+            if len(per_x) != len(xs):
+                raise ValueError(f"series {label!r} has {len(per_x)} points for {len(xs)} x")
+            stats = np.array([_mean_std(scale * _repeats(v)) for v in per_x])
+            ax.errorbar(xs + (i - (len(series) - 1) / 2) * 0.004 * np.ptp(xs), stats[:, 0],
+                        yerr=stats[:, 1], label=str(label), color=colour(i),
+                        linestyle=LINESTYLES[i % len(LINESTYLES)], marker="o", capsize=3)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        _finish(ax, title, False, len(series) > 1)
+    return ax
+
+
 def cumulative_share(values: Any, max_points: int = 2001) -> tuple[np.ndarray, np.ndarray]:
     """The curve of :func:`plot_cumulative_share`: sort ``values`` (non-negative, any shape)
     ascending; x is the fraction of elements so far, y their fraction of ``Σ values``.

@@ -128,3 +128,35 @@ def test_style_is_a_context() -> None:
     with plotting.style():
         assert matplotlib.rcParams["axes.prop_cycle"].by_key()["color"][0] == plotting.PALETTE[0]
     assert matplotlib.rcParams["axes.prop_cycle"] == default
+
+
+def test_plot_grid_results_bars_at_the_mean_with_std_and_a_dot_per_seed() -> None:
+    rows = {"FL": [0.30, 0.32, 0.34], "GHM-C": [0.28, 0.29], "CE": [0.1], "none": []}
+    ax = plotting.plot_grid_results(rows, xlabel="AP (points)", scale=100, reference="FL")
+    bars = boxes_on(ax)
+    assert [round(b.get_width(), 6) for b in bars] == [32.0, 28.5, 10.0]
+    errs = [c for c in ax.containers if hasattr(c, "has_xerr") and c.has_xerr]
+    half = [float(np.ptp(seg[:, 0])) / 2 for c in errs for seg in c.lines[2][0].get_segments()]
+    assert half == pytest.approx([2.0, 100 * np.std([0.28, 0.29], ddof=1), 0.0])
+    dots = [line for line in ax.lines if line.get_marker() == "o"]
+    assert sorted(len(d.get_xdata()) for d in dots) == [1, 2, 3]
+    assert any(line.get_linestyle() == "--" and line.get_xdata()[0] == pytest.approx(32.0)
+               for line in ax.lines)  # the reference line at FL's mean
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(rows)
+    assert any("no runs" in t.get_text() for t in ax.texts)
+    with pytest.raises(ValueError, match="reference"):
+        plotting.plot_grid_results(rows, reference="SSD")
+
+
+def test_plot_metric_against_draws_means_and_error_bars() -> None:
+    x = [0.0, 0.1, 0.4]
+    series = {"FL": [[0.3, 0.5], [0.2, 0.2], 0.1], "GHM-C": [[0.4], [0.3], [0.2, 0.4]]}
+    ax = plotting.plot_metric_against(x, series, xlabel="outliers", ylabel="AP", scale=10)
+    lines = [c.lines[0] for c in ax.containers]
+    assert [list(np.round(line.get_ydata(), 6)) for line in lines] == [[4.0, 2.0, 1.0],
+                                                                    [4.0, 3.0, 3.0]]
+    spans = [float(np.ptp(seg[:, 1])) / 2 for seg in ax.containers[0].lines[2][0].get_segments()]
+    assert spans == pytest.approx([10 * np.std([0.3, 0.5], ddof=1), 0.0, 0.0])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["FL", "GHM-C"]
+    with pytest.raises(ValueError, match="points"):
+        plotting.plot_metric_against(x, {"FL": [0.1]}, xlabel="x", ylabel="y")
