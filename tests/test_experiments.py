@@ -93,3 +93,36 @@ def test_bad_requests_fail_before_any_work(tmp_path):
     assert not any(tmp_path.iterdir())
     assert experiments.main(["run", "--grid", "libra", "--preset", "smoke", "--seeds", "-1",
                              "--out", str(tmp_path / "x")]) == 2
+
+
+def _fake_run(folder, ap: float, date: str, commit: str = "abc1234def5678") -> None:
+    folder.mkdir(parents=True)
+    final = {"ap": {m: ap / (i + 1) for i, m in enumerate(experiments.METRICS)},
+             "git_commit": commit, "git_dirty": False, "device": "cpu (2 threads)",
+             "versions": {"torch": "2.x", "torchvision": "0.y"}, "date": date,
+             "wall_time_s": 1800.0}
+    (folder / "final.json").write_text(json.dumps(final))
+
+
+def test_summaries_read_back_as_tables_with_their_provenance(tmp_path):
+    out = tmp_path / "grid"
+    _fake_run(out / "fl_sl1" / "seed0", 0.30, "2026-12-01T10:00:00+00:00")
+    _fake_run(out / "fl_sl1" / "seed1", 0.34, "2026-12-02T10:00:00+00:00")
+    _fake_run(out / "ghm_c_sl1" / "seed0", 0.20, "2026-12-01T11:00:00+00:00")
+    experiments.summarize(out, grid="retinanet", preset="cpu", seeds=[0, 1])
+    s = experiments.read_summary(out)
+    assert s == experiments.read_summary(out / "summary.json")
+    assert s["missing"] == ["ghm_c_sl1/seed1"]
+    table = experiments.summary_table(s, ["AP", "AP50"])
+    assert list(table) == ["FL + SL1", "GHM-C + SL1"]
+    mean, std = table["FL + SL1"]["AP"]
+    assert mean == pytest.approx(32.0) and std == pytest.approx(100 * 0.04 / 2 ** 0.5)
+    assert table["GHM-C + SL1"]["AP50"] == pytest.approx((10.0, 0.0))
+    text = experiments.describe_provenance(s)
+    assert "3 runs" in text and "1.5 h" in text and "abc1234def" in text
+    assert "2026-12-01 to 2026-12-02" in text and "torch 2.x" in text
+    with pytest.raises(FileNotFoundError, match="imbalance.experiments run"):
+        experiments.read_summary(tmp_path / "nothing")
+    (tmp_path / "bad.json").write_text(json.dumps({"grid": "retinanet"}))
+    with pytest.raises(ValueError, match="not a grid summary"):
+        experiments.read_summary(tmp_path / "bad.json")
