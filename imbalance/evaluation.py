@@ -174,6 +174,33 @@ def detect(model: nn.Module, dataset: torch.utils.data.Dataset, *,
     return detections
 
 
+@torch.no_grad()
+def predict(model: nn.Module, dataset: torch.utils.data.Dataset, indices: Iterable[int], *,
+            score_threshold: float = 0.0) -> list[tuple[torch.Tensor, dict[str, Any],
+                                                       dict[str, torch.Tensor]]]:
+    """A detector's raw predictions on a few images, for looking at them.
+
+    Returns, per index, ``(image, target, prediction)``: the dataset's image (3, H, W) and
+    target, and the model's ``boxes`` (N, 4) xyxy in that image's pixels, ``labels`` (N,) and
+    ``scores`` (N,), on the CPU, keeping scores of at least ``score_threshold``. The model runs
+    in eval mode on its own device; its mode is restored afterwards.
+    """
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for index in indices:
+            image, target = dataset[index]
+            pred = model([image.to(device)])[0]
+            keep = pred["scores"] >= score_threshold
+            out.append((image, target, {k: v[keep].detach().cpu() for k, v in pred.items()}))
+    finally:
+        model.train(was_training)
+    return out
+
+
 def _to_coco(image: torch.Tensor, target: Mapping[str, Any], output: Mapping[str, torch.Tensor],
              mapping: Mapping[int, int], score_threshold: float) -> Iterable[Detection]:
     boxes = output["boxes"].detach().float().cpu()

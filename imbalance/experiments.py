@@ -306,6 +306,60 @@ def summary_table(summary: dict[str, Any], metrics: Sequence[str] = METRICS,
     return table
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """Configuration ``a`` against ``b`` on one metric, over seeds.
+
+    Attributes:
+        difference: mean of ``a`` minus mean of ``b``.
+        stderr: the standard error of that difference, sqrt(s_a²/n_a + s_b²/n_b) (Welch's).
+        ratio: ``difference / stderr`` (inf when both spreads are 0 and the means differ).
+    """
+
+    a: str
+    b: str
+    metric: str
+    difference: float
+    stderr: float
+
+    @property
+    def ratio(self) -> float:
+        if self.stderr > 0:
+            return self.difference / self.stderr
+        return 0.0 if self.difference == 0 else math.copysign(math.inf, self.difference)
+
+    @property
+    def verdict(self) -> str:
+        """``"higher"`` or ``"lower"`` when the means differ by more than two standard errors,
+        else ``"within noise"``."""
+        if abs(self.ratio) <= 2:
+            return "within noise"
+        return "higher" if self.difference > 0 else "lower"
+
+    def __str__(self) -> str:
+        return (f"{self.a} vs {self.b}: {self.metric} {100 * self.difference:+.1f} ± "
+                f"{100 * self.stderr:.1f} points ({self.verdict})")
+
+
+def compare(summary: dict[str, Any], a: str, b: str, metric: str = "AP") -> Comparison:
+    """Compare two configurations of a grid summary on ``metric`` (see :class:`Comparison`).
+
+    Needs at least two seeds of each: with one seed the noise cannot be told.
+    """
+    rows = summary["rows"]
+    for name in (a, b):
+        if name not in rows:
+            raise KeyError(f"{name!r} is not in the summary; it has {list(rows)}")
+    va, vb = ([v for v in rows[n][metric]["values"] if v is not None and math.isfinite(v)]
+              for n in (a, b))
+    if len(va) < 2 or len(vb) < 2:
+        raise ValueError(f"compare needs two seeds or more of each; {a!r} has {len(va)}, "
+                         f"{b!r} has {len(vb)}")
+    sa, sb = _stats(va), _stats(vb)
+    stderr = math.sqrt(sa["std"] ** 2 / len(va) + sb["std"] ** 2 / len(vb))
+    return Comparison(a, b, metric, sa["mean"] - sb["mean"], stderr)
+
+
 def describe_provenance(summary: dict[str, Any]) -> str:
     """One paragraph that says where a summary's numbers come from."""
     p = summary["provenance"]

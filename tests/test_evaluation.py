@@ -17,7 +17,7 @@ from pycocotools.cocoeval import COCOeval
 
 from imbalance.data.coco import CocoDetection
 from imbalance.data.transforms import Resize, detection_transforms
-from imbalance.evaluation import METRICS, coco_evaluate, detect
+from imbalance.evaluation import METRICS, coco_evaluate, detect, predict
 
 
 def ann_file(root: Path, split: str) -> Path:
@@ -177,3 +177,26 @@ def test_detect_runs_a_torchvision_detector(tiny_root: Path) -> None:
     assert all(d["category_id"] in dataset.label_to_cat_id.values() for d in dets)
     result = coco_evaluate(dataset.annotation_file, dets)
     assert all(0.0 <= result[m] <= 1.0 for m in METRICS)
+
+
+def test_predict_returns_images_targets_and_thresholded_predictions_on_the_cpu() -> None:
+    class Fixed(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.seen_training: list[bool] = []
+
+        def forward(self, images):
+            self.seen_training.append(self.training)
+            return [{"boxes": torch.tensor([[0.0, 0, 4, 4], [1, 1, 3, 3]]) + im.mean(),
+                     "labels": torch.tensor([1, 2]), "scores": torch.tensor([0.9, 0.2])}
+                    for im in images]
+
+    data = [(torch.full((3, 8, 8), float(i)), {"image_id": i}) for i in range(4)]
+    model = Fixed().train()
+    out = predict(model, data, [3, 1], score_threshold=0.5)
+    assert model.training and model.seen_training == [False, False]
+    assert [t["image_id"] for _, t, _ in out] == [3, 1]
+    image, _, pred = out[0]
+    assert image.shape == (3, 8, 8) and pred["labels"].tolist() == [1]
+    assert pred["boxes"].tolist() == [[3.0, 3.0, 7.0, 7.0]] and pred["scores"].device.type == "cpu"

@@ -126,3 +126,28 @@ def test_summaries_read_back_as_tables_with_their_provenance(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"grid": "retinanet"}))
     with pytest.raises(ValueError, match="not a grid summary"):
         experiments.read_summary(tmp_path / "bad.json")
+
+
+def test_compare_tells_a_difference_from_seed_noise(tmp_path):
+    out = tmp_path / "grid"
+    for seed, (fl, ghm, ce) in enumerate([(0.30, 0.31, 0.10), (0.32, 0.29, 0.11),
+                                          (0.34, 0.33, 0.12)]):
+        _fake_run(out / "fl_sl1" / f"seed{seed}", fl, "2026-12-01T10:00:00+00:00")
+        _fake_run(out / "ghm_c_sl1" / f"seed{seed}", ghm, "2026-12-01T10:00:00+00:00")
+        _fake_run(out / "ce_prior_init_sl1" / f"seed{seed}", ce, "2026-12-01T10:00:00+00:00")
+    s = experiments.summarize(out, grid="retinanet", preset="cpu", seeds=[0, 1, 2])
+    c = experiments.compare(s, "FL + SL1", "CE (prior init) + SL1")
+    assert c.difference == pytest.approx(0.21)
+    assert c.stderr == pytest.approx((0.02 ** 2 / 3 + 0.01 ** 2 / 3) ** 0.5)
+    assert c.verdict == "higher" and c.ratio > 2
+    assert str(c).startswith("FL + SL1 vs CE (prior init) + SL1: AP +21.0 ± 1.3 points")
+    near = experiments.compare(s, "GHM-C + SL1", "FL + SL1")
+    assert near.difference == pytest.approx(-0.01) and near.verdict == "within noise"
+    assert experiments.compare(s, "CE (prior init) + SL1", "FL + SL1").verdict == "lower"
+    same = experiments.Comparison("a", "b", "AP", 0.0, 0.0)
+    assert same.ratio == 0 and same.verdict == "within noise"
+    with pytest.raises(KeyError, match="SSD"):
+        experiments.compare(s, "SSD", "FL + SL1")
+    one = experiments.summarize(out, grid="retinanet", preset="cpu", seeds=[0])
+    with pytest.raises(ValueError, match="two seeds"):
+        experiments.compare(one, "FL + SL1", "GHM-C + SL1")
