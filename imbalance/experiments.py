@@ -252,6 +252,7 @@ def summarize(out: str | os.PathLike, *, grid: str | None = None, preset: str | 
             "devices": sorted({r["device"] for r in runs if r["device"]}),
             "versions": runs[0]["versions"] if runs else None,
             "dates": [min(r["date"] for r in runs), max(r["date"] for r in runs)] if runs else [],
+            "run_commands": sorted({_python_m(r["command"]) for r in runs if r["command"]}),
             "wall_time_s": sum(r["wall_time_s"] or 0 for r in runs),
             "runs": len(runs),
             "summarized": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -372,7 +373,7 @@ def describe_provenance(summary: dict[str, Any]) -> str:
     return (f"grid {summary['grid']!r}, preset {summary['preset']!r}, seeds {summary['seeds']}: "
             f"{p.get('runs')} runs, {p.get('wall_time_s', 0) / 3600:.1f} h of training in all, "
             f"on {', '.join(p.get('devices') or ['?'])}, {when}; commit(s) {commits}; "
-            f"{lib}. Command: {p.get('command') or '?'}")
+            f"{lib}. Command(s): {'; '.join(p.get('run_commands') or [p.get('command') or '?'])}")
 
 
 def _fmt(v: float | None) -> str:
@@ -389,7 +390,14 @@ def _provenance(final: dict[str, Any]) -> dict[str, Any]:
     if commit and final.get("git_dirty"):
         commit += "-dirty"
     return {"commit": commit, "device": final.get("device"), "versions": final.get("versions"),
-            "date": final.get("date") or "", "wall_time_s": final.get("wall_time_s")}
+            "date": final.get("date") or "", "wall_time_s": final.get("wall_time_s"),
+            "command": final.get("command")}
+
+
+def _python_m(command: str) -> str:
+    """A command line with the interpreter's path shortened to ``python``."""
+    head, sep, tail = command.partition(" -m ")
+    return f"python -m {tail}" if sep and "python" in head.rsplit("/", 1)[-1] else command
 
 
 def main(argv: Sequence[str] | None = None) -> int:

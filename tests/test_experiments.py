@@ -100,7 +100,8 @@ def _fake_run(folder, ap: float, date: str, commit: str = "abc1234def5678") -> N
     final = {"ap": {m: ap / (i + 1) for i, m in enumerate(experiments.METRICS)},
              "git_commit": commit, "git_dirty": False, "device": "cpu (2 threads)",
              "versions": {"torch": "2.x", "torchvision": "0.y"}, "date": date,
-             "wall_time_s": 1800.0}
+             "wall_time_s": 1800.0,
+             "command": "/opt/venv/bin/python3 -m imbalance.experiments run --grid retinanet"}
     (folder / "final.json").write_text(json.dumps(final))
 
 
@@ -121,6 +122,9 @@ def test_summaries_read_back_as_tables_with_their_provenance(tmp_path):
     text = experiments.describe_provenance(s)
     assert "3 runs" in text and "1.5 h" in text and "abc1234def" in text
     assert "2026-12-01 to 2026-12-02" in text and "torch 2.x" in text
+    command = "python -m imbalance.experiments run --grid retinanet"
+    assert s["provenance"]["run_commands"] == [command]
+    assert text.endswith(f"Command(s): {command}")
     with pytest.raises(FileNotFoundError, match="imbalance.experiments run"):
         experiments.read_summary(tmp_path / "nothing")
     (tmp_path / "bad.json").write_text(json.dumps({"grid": "retinanet"}))
