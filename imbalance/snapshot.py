@@ -18,6 +18,7 @@ import json
 import os
 import pickle
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,7 +249,7 @@ def main() -> None:
     cache instead of training the same detector side by side.
     """
     for model in ("retinanet", "libra_rcnn"):
-        snap = briefly_trained(model)
+        snap = briefly_trained(model, progress=sys.stderr.isatty())  # no bar in CI logs
         last = snap.losses[-1] if snap.losses else {}
         print(f"{model}: {len(snap.losses)} iterations, last loss "
               f"{sum(last.values()):.3f}; cache {cache_dir()}")
