@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from imbalance.data import CocoDetection
 from imbalance.models.libra_rcnn import proposal_ious
 from imbalance.sampling import Sampler
+from imbalance.snapshot import rpn_forward
 
 __all__ = [
     "ScoredProposals",
@@ -70,12 +71,8 @@ def scored_proposals(model: nn.Module, dataset: CocoDetection, num_images: int =
     was_training = model.training
     model.eval()
     out = []
-    for i in range(min(num_images, len(dataset))):
-        image, target = dataset[i]
-        images_t, targets_t = model.transform([image], [dict(target)])
-        features = model.backbone(images_t.tensors)
-        boxes = model.rpn(images_t, features)[0][0]
-        gt, gt_labels = targets_t[0]["boxes"].to(boxes.dtype), targets_t[0]["labels"]
+    for images_t, target, features, boxes in rpn_forward(model, dataset, num_images):
+        gt, gt_labels = target["boxes"].to(boxes.dtype), target["labels"]
         is_gt = torch.zeros(len(boxes), dtype=torch.bool)
         if add_gt:
             boxes = torch.cat([boxes, gt])

@@ -229,16 +229,32 @@ def rpn_proposals(model: nn.Module, dataset: CocoDetection, num_images: int = 8)
     """
     if not hasattr(model, "rpn"):
         raise TypeError("rpn_proposals needs a two-stage model such as imbalance.models.libra_rcnn")
+    return [Proposals(boxes, target["boxes"], target["labels"])
+            for _, target, _, boxes in rpn_forward(model, dataset, num_images)]
+
+
+@torch.no_grad()
+def rpn_forward(model: nn.Module, dataset: CocoDetection, num_images: int = 8
+                ) -> list[tuple[Any, dict[str, Tensor], dict[str, Tensor], Tensor]]:
+    """The first stage of a Faster R-CNN-style ``model`` on the first ``num_images``, in eval
+    mode (the model's mode is restored afterwards).
+
+    Returns, per image, ``(images, target, features, proposals)``: the transformed
+    ``ImageList`` of that one image, its target resized as the model resizes it, the backbone's
+    feature maps and the RPN's proposals (Tensor[R, 4], ``rpn_post_nms_top_n_test`` of them).
+    """
     was_training = model.training
     model.eval()
     out = []
-    for i in range(min(num_images, len(dataset))):
-        image, target = dataset[i]
-        images_t, targets_t = model.transform([image], [dict(target)])
-        features = model.backbone(images_t.tensors)
-        boxes, _ = model.rpn(images_t, features)
-        out.append(Proposals(boxes[0], targets_t[0]["boxes"], targets_t[0]["labels"]))
-    model.train(was_training)
+    try:
+        for i in range(min(num_images, len(dataset))):
+            image, target = dataset[i]
+            images_t, targets_t = model.transform([image], [dict(target)])
+            features = model.backbone(images_t.tensors)
+            boxes, _ = model.rpn(images_t, features)
+            out.append((images_t, targets_t[0], features, boxes[0]))
+    finally:
+        model.train(was_training)
     return out
 
 
