@@ -174,7 +174,9 @@ def run_grid(grid: str, preset: str, seeds: Sequence[int], out: str | os.PathLik
     if only:
         unknown = set(only) - {e.name for e in experiments} - {e.slug for e in experiments}
         if unknown:
-            raise ValueError(f"unknown configuration(s) {sorted(unknown)} in grid {grid!r}")
+            hint = ("; key=value overrides go before --only, which takes every word after it"
+                    if any("=" in u for u in unknown) else "")
+            raise ValueError(f"unknown configuration(s) {sorted(unknown)} in grid {grid!r}{hint}")
         experiments = [e for e in experiments if e.name in only or e.slug in only]
     out = Path(out)
     for e in experiments:

@@ -90,6 +90,8 @@ def test_bad_requests_fail_before_any_work(tmp_path):
         experiments.run_grid("libra", "cpu", [1, 1], tmp_path)
     with pytest.raises(ValueError, match="unknown configuration"):
         experiments.run_grid("libra", "smoke", [0], tmp_path, only=["yolo"])
+    with pytest.raises(ValueError, match="overrides go before --only"):
+        experiments.run_grid("libra", "smoke", [0], tmp_path, only=["run.threads=1"])
     assert not any(tmp_path.iterdir())
     assert experiments.main(["run", "--grid", "libra", "--preset", "smoke", "--seeds", "-1",
                              "--out", str(tmp_path / "x")]) == 2
