@@ -402,6 +402,26 @@ def _python_m(command: str) -> str:
     return f"python -m {tail}" if sep and "python" in head.rsplit("/", 1)[-1] else command
 
 
+_OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+=")
+
+
+def _move_overrides(args: argparse.Namespace, argv: Sequence[str]) -> None:
+    """``--only`` and ``--reuse`` take every word after them, so ``key=value`` overrides written
+    after them land there; move those (a dotted key, then ``=``) back to the overrides, in the
+    order of the command line (a later override wins)."""
+    moved = []
+    for name in ("only", "reuse"):
+        values = getattr(args, name) or []
+        moved += [v for v in values if _OVERRIDE.match(v)]
+        kept = [v for v in values if not _OVERRIDE.match(v)]
+        if values and not kept:
+            raise ValueError(f"--{name} is followed by overrides only: {values}")
+        setattr(args, name, kept or None)
+    if moved:
+        words = list(argv)
+        args.overrides = sorted([*args.overrides, *moved], key=words.index)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m imbalance.experiments",
                                      description="Run and summarise the book's experiment grids.")
@@ -424,8 +444,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         if args.command == "run":
+            _move_overrides(args, sys.argv[1:] if argv is None else argv)
             s = run_grid(args.grid, args.preset, args.seeds, args.out, only=args.only,
-                         overrides=args.overrides, reuse=args.reuse)
+                         overrides=args.overrides, reuse=args.reuse or ())
         else:
             s = summarize(args.out, grid=args.grid, preset=args.preset, seeds=args.seeds)
     except (ValueError, FileNotFoundError) as e:

@@ -157,3 +157,20 @@ def test_compare_tells_a_difference_from_seed_noise(tmp_path):
     one = experiments.summarize(out, grid="retinanet", preset="cpu", seeds=[0])
     with pytest.raises(ValueError, match="two seeds"):
         experiments.compare(one, "FL + SL1", "GHM-C + SL1")
+
+
+def test_overrides_written_after_only_or_reuse_still_apply(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_run_grid(grid, preset, seeds, out, *, only, overrides, reuse):
+        seen.update(only=only, overrides=list(overrides), reuse=list(reuse))
+        return {"rows": {}}
+
+    monkeypatch.setattr(experiments, "run_grid", fake_run_grid)
+    argv = ["run", "--grid", "outliers", "--preset", "smoke", "--out", str(tmp_path),
+            "optim.lr=0.02", "--reuse", "results/retinanet", "run.threads=1",
+            "--only", "fl_outliers_0", "data.knobs.noise=0.1"]
+    assert experiments.main(argv) == 0
+    assert seen == {"only": ["fl_outliers_0"], "reuse": ["results/retinanet"],
+                    "overrides": ["optim.lr=0.02", "run.threads=1", "data.knobs.noise=0.1"]}
+    assert experiments.main([*argv[:-3], "--only", "run.threads=1"]) == 2  # names no configuration
