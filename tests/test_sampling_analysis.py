@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -22,12 +20,7 @@ SMALL = {"fpn_channels": 16, "min_size": 96, "max_size": 96, "rpn_pre_nms_top_n_
          "rpn_post_nms_top_n_test": 100}
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def population(groups: list[tuple[float, int]]) -> tuple[torch.Tensor, torch.Tensor]:

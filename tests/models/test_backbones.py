@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -21,13 +20,7 @@ from imbalance.models.backbones import (
 SIZE = 64  # input side; C2..C5 have strides 4, 8, 16, 32
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread is faster, and far faster on a loaded shared box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def images(batch: int = 2, size: int = SIZE) -> Tensor:

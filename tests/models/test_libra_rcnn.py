@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -43,13 +42,7 @@ SWITCHES = list(itertools.product([False, True], repeat=3))  # iou_balanced, bfp
 LOSS_KEYS = {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread is faster, and far faster on a loaded shared box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(*switches: bool, **options: Any) -> FasterRCNN:
