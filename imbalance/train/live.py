@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 
+from imbalance.experiments import CONFIGS
 from imbalance.train.config import PRESETS, TrainConfig, load_config, synthetic_cache_dir
 from imbalance.train.loop import FitResult, fit
 
 SMOKE_ENV = "IMBALANCE_SMOKE"
 PRESET_ENV = "IMBALANCE_PRESET"
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 __all__ = ["CONFIGS", "PRESET_ENV", "SMOKE_ENV", "chapter_config", "chapter_preset",
            "train_in_chapter"]
