@@ -157,8 +157,7 @@ def detect(model: nn.Module, dataset: torch.utils.data.Dataset, *,
     if mapping is None:
         raise ValueError("no label → category mapping: pass label_to_category")
     if device is None:
-        param = next(iter(model.parameters()), None)
-        device = param.device if param is not None else torch.device("cpu")
+        device = _model_device(model)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
                                          num_workers=num_workers, collate_fn=collate)
     was_training = model.training
@@ -174,6 +173,12 @@ def detect(model: nn.Module, dataset: torch.utils.data.Dataset, *,
     return detections
 
 
+def _model_device(model: nn.Module) -> torch.device:
+    """Where the model's parameters live (the CPU for a model without any)."""
+    param = next(iter(model.parameters()), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
 @torch.no_grad()
 def predict(model: nn.Module, dataset: torch.utils.data.Dataset, indices: Iterable[int], *,
             score_threshold: float = 0.0) -> list[tuple[torch.Tensor, dict[str, Any],
@@ -185,8 +190,7 @@ def predict(model: nn.Module, dataset: torch.utils.data.Dataset, indices: Iterab
     ``scores`` (N,), on the CPU, keeping scores of at least ``score_threshold``. The model runs
     in eval mode on its own device; its mode is restored afterwards.
     """
-    param = next(iter(model.parameters()), None)
-    device = param.device if param is not None else torch.device("cpu")
+    device = _model_device(model)
     was_training = model.training
     model.eval()
     out = []

@@ -288,9 +288,8 @@ def format_value(value: Any, fmt: str = "{:.3f}") -> tuple[str, float | None]:
         mean, std = float(value[0]), float(value[1])
         return f"{fmt.format(mean)} ± {fmt.format(std)}", mean
     if isinstance(value, list | np.ndarray):
-        arr = np.asarray(value, dtype=np.float64)
-        std = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
-        return f"{fmt.format(arr.mean())} ± {fmt.format(std)}", float(arr.mean())
+        mean, std = _mean_std(np.asarray(value, dtype=np.float64))
+        return f"{fmt.format(mean)} ± {fmt.format(std)}", mean
     if isinstance(value, int | float | np.number) and not isinstance(value, bool):
         return fmt.format(float(value)), float(value)
     return str(value), None
