@@ -6,6 +6,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 JOBS   ?= auto
+# runs the chapters read, trained side by side before the chapters execute (one thread each)
+PREPARE_JOBS ?= 2
 
 BOOK_BUILD = $(BIN)/jupyter-book build . --config book/_config.yml --toc book/_toc.yml -W -n --keep-going
 NOTEBOOKS  = $(wildcard chapters/*.ipynb)
@@ -21,7 +23,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
+# First the runs the chapters read (the snapshots of chapters 1-8, the runs of chapters 9-10),
+# trained into the cache with a progress bar: resumable, and found in seconds once done, so no
+# chapter trains inside a cell's timeout. Then the book.
 book: $(STAMP)
+	$(BIN)/python -m imbalance.lab --jobs $(PREPARE_JOBS)
 	$(BOOK_BUILD)
 	@test -f _build/html/index.html && echo "The book is in _build/html/index.html"
 
@@ -34,10 +40,10 @@ unit: $(STAMP)
 
 nbval: $(STAMP)
 ifneq ($(strip $(NOTEBOOKS)),)
-	# the briefly trained detectors the chapters share, trained once before they run side by side
-	# (one thread: with any other load on the cores, OpenMP threads that wait on each other at
-	# every barrier make a step ten times slower)
-	OMP_NUM_THREADS=1 $(BIN)/python -m imbalance.snapshot
+	# the runs the chapters read, trained once before the chapters run side by side (one thread a
+	# run: with any other load on the cores, OpenMP threads that wait on each other at every
+	# barrier make a step ten times slower)
+	IMBALANCE_SMOKE=1 $(BIN)/python -m imbalance.lab --jobs $(PREPARE_JOBS)
 	# one torch thread per notebook: the workers already take one core each
 	OMP_NUM_THREADS=1 IMBALANCE_SMOKE=1 $(BIN)/python -m pytest --nbval-lax --nbval-current-env -n $(JOBS) --dist loadscope -q $(NOTEBOOKS)
 else

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from imbalance.data.stats import AnchorConfig, anchor_statistics, class_counts
 from imbalance.data.synthetic import PRESETS, SyntheticConfig, make_dataset
 
 
@@ -62,8 +63,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         print(f"wrote {out} in {time.perf_counter() - start:.1f} s")
         return 0
-
-    from imbalance.data.stats import AnchorConfig, anchor_statistics, class_counts
 
     annotations = f"{args.root}/annotations/instances_{args.split}.json"
     result = anchor_statistics(annotations, AnchorConfig.retinanet(args.anchor_scale))

@@ -30,7 +30,6 @@ from imbalance.train.config import (
     load_config,
     validate,
 )
-from imbalance.train.live import chapter_config, chapter_preset, train_in_chapter
 from imbalance.train.loop import FitResult, NonFiniteLossError, fit
 
 __all__ = [
@@ -44,10 +43,7 @@ __all__ = [
     "RunConfig",
     "TrainConfig",
     "apply_overrides",
-    "chapter_config",
-    "chapter_preset",
     "fit",
     "load_config",
-    "train_in_chapter",
     "validate",
 ]

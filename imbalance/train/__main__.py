@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from imbalance.train.config import ConfigError, load_config
+from imbalance.train.loop import NonFiniteLossError, fit
 
 EPILOG = """\
 overrides: dotted keys, values read as YAML, e.g.
@@ -61,8 +62,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.print_config:
             print(config.to_yaml(), end="")
             return 0
-        from imbalance.train.loop import NonFiniteLossError, fit
-
         try:
             fit(config, out=args.out, resume=args.resume, overwrite=args.overwrite)
         except NonFiniteLossError as e:

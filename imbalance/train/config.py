@@ -3,7 +3,7 @@
 A configuration is built in layers, each replacing what the one before set:
 
 1. the dataclass defaults below;
-2. the preset (:data:`PRESETS`: ``smoke``, ``cpu`` or ``gpu``) named by ``preset``;
+2. the preset (:data:`PRESETS`: ``smoke``, ``brief``, ``cpu`` or ``gpu``) named by ``preset``;
 3. the YAML file (or mapping) given to :func:`load_config`;
 4. the command line's ``key=value`` overrides, with dotted keys (``optim.lr=0.02``,
    ``model.options.topk_candidates=500``), each value read as YAML (``null``, ``true``, ``[1, 2]``).
@@ -33,6 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from imbalance.data.synthetic import PRESETS as SYNTHETIC
+from imbalance.data.synthetic import config_for
+from imbalance.models import BOX_LOSSES, CLS_LOSSES, MODELS
+from imbalance.models.backbones import NORMS, RESNETS
+from imbalance.train.device import device_available
 
 
 class ConfigError(ValueError):
@@ -245,6 +251,17 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "iterations": 40, "epochs": None, "milestones": [0.75], "gamma": 0.1},
         "run": {"device": "auto", "amp": "none", "log_every": 5, "checkpoint_every": 20,
                 "eval_every": 0, "threads": 1},
+    },
+    # The briefly trained detectors of the concept chapters (imbalance.lab.snapshot): the tiny
+    # benchmark, 150 steps on one CPU core, every step logged, no step-down of the rate.
+    "brief": {
+        "model": {"backbone": "resnet18", "norm": "gn", "fpn_channels": 64},
+        "data": {"synthetic": "tiny", "min_size": 128, "max_size": 128, "batch_size": 4,
+                 "workers": 0},
+        "optim": {"optimizer": "sgd", "lr": 0.01, "warmup_iters": 15, "warmup_factor": 0.1,
+                  "iterations": 150, "epochs": None, "milestones": [], "gamma": 0.1},
+        "run": {"device": "cpu", "amp": "none", "log_every": 1, "checkpoint_every": 50,
+                "eval_every": 0},
     },
     # The book's runs: a few minutes on 2 CPU cores. The small benchmark (800 / 200, 256 px).
     "cpu": {
@@ -492,9 +509,6 @@ def _at_least(key: str, value: float | None, low: float, *, strict: bool = False
 
 
 def _check_model(config: TrainConfig) -> None:
-    from imbalance.models import BOX_LOSSES, CLS_LOSSES, MODELS
-    from imbalance.models.backbones import NORMS, RESNETS
-
     m = config.model
     _one_of("model.name", m.name, sorted(MODELS))
     _one_of("model.backbone", m.backbone, RESNETS)
@@ -532,7 +546,7 @@ def _check_optim(o: OptimConfig) -> None:
     if (o.iterations is None) == (o.epochs is None):
         raise ConfigError("optim.iterations / optim.epochs: give exactly one of them (the other "
                           f"null); got iterations={o.iterations!r}, epochs={o.epochs!r}")
-    _at_least("optim.iterations", o.iterations, 1)
+    _at_least("optim.iterations", o.iterations, 0)  # 0: evaluate the initial weights
     _at_least("optim.epochs", o.epochs, 1)
     if any(not 0 < f <= 1 for f in o.milestones) or list(o.milestones) != sorted(o.milestones):
         raise _fail("optim.milestones", f"must be increasing fractions in (0, 1], got "
@@ -542,8 +556,6 @@ def _check_optim(o: OptimConfig) -> None:
 
 
 def _check_run(r: RunConfig) -> None:
-    from imbalance.train.device import device_available
-
     _one_of("run.device", r.device, DEVICES)
     _one_of("run.amp", r.amp, AMP_MODES)
     if r.device != "auto" and not device_available(r.device):
@@ -591,8 +603,6 @@ def data_summary(config: TrainConfig) -> tuple[int, int]:
     d = config.data
     if d.root is not None:
         return annotation_summary(annotation_path(d.root, d.train_split))
-    from imbalance.data.synthetic import config_for
-
     synthetic = config_for(d.synthetic, **d.knobs)
     return synthetic.num_classes, synthetic.train_images
 
@@ -630,12 +640,8 @@ def _check_data(config: TrainConfig) -> None:
             if not path.is_file():
                 raise _fail(key, f"the annotation file {path} does not exist")
     else:
-        from imbalance.data.synthetic import PRESETS as SYNTHETIC
-
         _one_of("data.synthetic", d.synthetic, sorted(SYNTHETIC))
         _at_least("data.synthetic_seed", d.synthetic_seed, 0)
-        from imbalance.data.synthetic import config_for
-
         try:
             config_for(d.synthetic, **d.knobs)
         except (TypeError, ValueError) as e:

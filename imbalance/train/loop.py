@@ -220,6 +220,8 @@ class Trainer:
                         disable=not self.progress, leave=False, dynamic_ncols=True)
         self.model.train()
         try:
+            if self.total == 0:  # nothing to train: the checkpoint holds the initial weights
+                self._save()
             while self.step < self.total:
                 epoch, skip = divmod(self.step, self.steps_per_epoch)
                 loader = train_loader(self.data, self.config, self.info, epoch, skip,

@@ -112,6 +112,16 @@ def eval_record(step: int, epoch: float, result: dict[str, Any]) -> dict[str, An
     return record
 
 
+#: The fields of a training record that are not loss terms.
+RECORD_FIELDS: tuple[str, ...] = ("step", "iteration", "epoch", "lr", "loss", "images_per_s",
+                                  "time")
+
+
+def loss_terms(record: dict[str, Any]) -> dict[str, float]:
+    """The loss terms of a :func:`train_record` (``classification``, ``bbox_regression``...)."""
+    return {k: v for k, v in record.items() if k not in RECORD_FIELDS}
+
+
 def train_record(step: int, epoch: float, lr: float, window: LossWindow,
                  elapsed: float) -> dict[str, Any]:
     """The ``metrics.jsonl`` record of the steps in ``window``."""

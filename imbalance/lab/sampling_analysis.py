@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from imbalance.data import CocoDetection
+from imbalance.lab.snapshot import rpn_forward
 from imbalance.models.libra_rcnn import proposal_ious
 from imbalance.sampling import Sampler
-from imbalance.snapshot import rpn_forward
 
 __all__ = [
     "ScoredProposals",

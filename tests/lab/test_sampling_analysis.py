@@ -1,4 +1,4 @@
-"""Tests for imbalance.sampling_analysis: scored proposals, OHEM choice, inclusion frequencies."""
+"""imbalance.lab.sampling_analysis: scored proposals, OHEM choice, inclusion frequencies."""
 
 from __future__ import annotations
 
@@ -6,15 +6,15 @@ import pytest
 import torch
 
 from imbalance.data import CocoDetection
-from imbalance.models import libra_rcnn
-from imbalance.sampling import IoUBalancedNegativeSampler, RandomSampler, iou_bin_counts
-from imbalance.sampling_analysis import (
+from imbalance.lab.sampling_analysis import (
     expected_bin_inclusion,
     hardest,
     inclusion_frequency,
     scored_proposals,
 )
-from imbalance.snapshot import rpn_proposals
+from imbalance.lab.snapshot import rpn_proposals
+from imbalance.models import libra_rcnn
+from imbalance.sampling import IoUBalancedNegativeSampler, RandomSampler, iou_bin_counts
 
 SMALL = {"fpn_channels": 16, "min_size": 96, "max_size": 96, "rpn_pre_nms_top_n_test": 200,
          "rpn_post_nms_top_n_test": 100}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from imbalance import snapshot
 from imbalance.data import CocoDetection
+from imbalance.lab import cache, snapshot
 
 SMALL = {"fpn_channels": 16, "min_size": 96, "max_size": 96}
 
@@ -21,15 +21,21 @@ def _same_weights(a, b) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_snapshot_is_cached_and_reloaded(monkeypatch):
+def test_snapshot_is_a_brief_fit_run_cached_and_reloaded(monkeypatch):
     first = snapshot.briefly_trained(iterations=3, progress=False, **SMALL)
     assert not first.model.training and len(first.losses) == 3
     assert all(set(r) == {"classification", "bbox_regression"} for r in first.losses)
+    assert first.config.preset == "brief" and first.config.optim.iterations == 3
+    assert first.config.model.fpn_channels == 16 and first.config.data.min_size == 96
+    assert first.out.parent == cache.cache_dir() / "snapshots"
+    assert (first.out / "final.json").is_file()  # a train.fit run folder
+    # the one synthetic-data cache the chapter runs use too
+    assert first.data_root == cache.cache_dir() / "synthetic" / "tiny-seed0"
 
     def no_training(*args, **kwargs):
         raise AssertionError("a cached snapshot was trained again")
 
-    monkeypatch.setattr(snapshot, "_train", no_training)
+    monkeypatch.setattr("imbalance.train.loop.Trainer._train", no_training)
     again = snapshot.briefly_trained(iterations=3, progress=False, **SMALL)
     assert _same_weights(first.model, again.model) and again.losses == first.losses
     with pytest.raises(AssertionError, match="trained again"):
@@ -60,7 +66,7 @@ def test_dense_outputs_are_consistent():
 def test_bad_settings_raise():
     with pytest.raises(ValueError, match="lr"):
         snapshot.briefly_trained(iterations=1, lr=-1.0, progress=False)
-    with pytest.raises(ValueError, match="unknown model"):
+    with pytest.raises(ValueError, match="model.name"):
         snapshot.briefly_trained("yolo", iterations=1, progress=False)
 
 
@@ -80,14 +86,21 @@ def test_rpn_proposals_are_in_the_ground_truth_frame():
                                                         **SMALL).model, data)
 
 
-def test_an_unreadable_or_stale_cache_is_trained_again():
+def test_an_unreadable_cache_is_trained_again():
     first = snapshot.briefly_trained(iterations=1, progress=False, **SMALL)
-    (path,) = (snapshot.cache_dir() / "snapshots").glob("retinanet-*.pt")
-    path.write_bytes(b"not a checkpoint")
+    last = first.out / "checkpoints" / "last.pt"
+    last.write_bytes(b"not a checkpoint")
     again = snapshot.briefly_trained(iterations=1, progress=False, **SMALL)
     assert _same_weights(first.model, again.model)
-    state = torch.load(path, weights_only=True)
-    state["model"].pop(next(iter(state["model"])))
-    torch.save(state, path)
-    assert _same_weights(first.model,
-                         snapshot.briefly_trained(iterations=1, progress=False, **SMALL).model)
+    assert torch.load(last, weights_only=False)["step"] == 1
+
+
+def test_model_options_go_to_their_sections():
+    config = snapshot.snapshot_config("retinanet", 20, cls_loss="ce", prior_prob=None,
+                                      min_size=96, backbone="resnet18")
+    assert config.model.cls_loss == "ce" and config.model.options == {"prior_prob": None}
+    assert config.data.min_size == 96 and config.optim.warmup_iters == 2
+    other = snapshot.snapshot_config("retinanet", 20, cls_loss="ce", prior_prob=0.01)
+    assert cache.run_key(config) != cache.run_key(other)
+    assert cache.run_key(other) == cache.run_key(
+        snapshot.snapshot_config("retinanet", 20, cls_loss="ce", prior_prob=0.01, progress=False))

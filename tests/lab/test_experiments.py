@@ -6,18 +6,19 @@ import json
 
 import pytest
 
-from imbalance import experiments
+from imbalance.lab import experiments
 
 FAST = ["optim.iterations=2", "optim.warmup_iters=1", "data.min_size=64", "data.max_size=64",
         "model.fpn_channels=16", "run.checkpoint_every=1"]
 
 
 def test_every_grid_configuration_has_its_config_files():
+    assert experiments.grid_presets() == ("smoke", "cpu", "gpu")
     for grid in experiments.GRIDS.values():
         slugs = [e.slug for e in grid]
         assert len(set(slugs)) == len(slugs)
         for e in grid:
-            for preset in experiments.PRESETS:
+            for preset in experiments.grid_presets():
                 assert e.config_file(preset).exists(), e.config_file(preset)
 
 
@@ -56,12 +57,10 @@ def test_identical_runs_of_another_grid_are_copied_not_trained(tmp_path, monkeyp
     retina = tmp_path / "retinanet"
     experiments.run_grid("retinanet", "smoke", [0], retina, only=["fl_sl1"], overrides=FAST)
     source = retina / "fl_sl1" / "seed0"
-    import imbalance.train
-
     def no_training(*args, **kwargs):
         raise AssertionError("a run that was finished elsewhere was trained again")
 
-    monkeypatch.setattr(imbalance.train, "fit", no_training)
+    monkeypatch.setattr(experiments, "fit", no_training)
     out = tmp_path / "outliers"
     s = experiments.run_grid("outliers", "smoke", [0], out, only=["fl_outliers_0"],
                              overrides=FAST, reuse=[retina])
@@ -71,10 +70,9 @@ def test_identical_runs_of_another_grid_are_copied_not_trained(tmp_path, monkeyp
     ap = json.loads((source / "final.json").read_text())["ap"]["AP"]
     assert s["rows"]["FL, outliers 0%"]["AP"]["values"] == [ap]
     # another outlier fraction or seed is another run: nothing to copy, so it would train
-    from imbalance.train import load_config
     base = experiments.GRIDS["outliers"][2]
     assert base.slug == "fl_outliers_10"
-    other = load_config(base.config_file("smoke"), [*base.overrides, *FAST, "run.seed=0"])
+    other = experiments.load_config(base.config_file("smoke"), [*base.overrides, *FAST, "run.seed=0"])
     assert experiments.find_same_run(other, [retina]) is None
     with pytest.raises(AssertionError, match="trained again"):
         experiments.run_grid("outliers", "smoke", [1], out, only=["fl_outliers_0"],

@@ -1,8 +1,8 @@
 """The book's experiments: grids of training configurations x seeds, and their summaries.
 
-    python -m imbalance.experiments run --grid retinanet --preset cpu --seeds 0 1 2 \\
+    python -m imbalance.lab.experiments run --grid retinanet --preset cpu --seeds 0 1 2 \\
         --out results/retinanet
-    python -m imbalance.experiments summarize --out results/retinanet
+    python -m imbalance.lab.experiments summarize --out results/retinanet
 
 A grid (:data:`GRIDS`) names configurations, each a base YAML file of ``configs/`` (chosen by the
 preset) plus ``key=value`` overrides. ``run`` trains every configuration with every seed into
@@ -35,16 +35,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
-if TYPE_CHECKING:
-    from imbalance.train import TrainConfig
-
-METRICS: tuple[str, ...] = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-PRESETS: tuple[str, ...] = ("smoke", "cpu", "gpu")
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+from imbalance.evaluation import METRICS
+from imbalance.lab.cache import CONFIGS
+from imbalance.train import PRESETS, TrainConfig, fit, load_config
+from imbalance.train.config import config_differences
+from imbalance.train.rundir import RESUME_MAY_CHANGE
 
 
 @dataclass(frozen=True)
@@ -115,11 +114,17 @@ GRIDS: dict[str, list[Experiment]] = {
 }
 
 
+def grid_presets(configs: Path = CONFIGS) -> tuple[str, ...]:
+    """The training presets (:data:`imbalance.train.PRESETS`) every grid has config files for."""
+    bases = {e.base for grid in GRIDS.values() for e in grid}
+    return tuple(p for p in PRESETS if all((configs / f"{b}_{p}.yaml").is_file() for b in bases))
+
+
 def _check(grid: str, preset: str, seeds: Sequence[int], configs: Path) -> list[Experiment]:
     if grid not in GRIDS:
         raise ValueError(f"unknown grid {grid!r}; expected one of {sorted(GRIDS)}")
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; expected one of {PRESETS}")
+    if preset not in grid_presets(configs):
+        raise ValueError(f"unknown preset {preset!r}; expected one of {grid_presets(configs)}")
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise ValueError(f"seeds must be distinct non-negative integers, got {list(seeds)}")
     missing = [str(e.config_file(preset, configs)) for e in GRIDS[grid]
@@ -133,9 +138,6 @@ def find_same_run(config: TrainConfig, reuse: Sequence[str | os.PathLike]) -> Pa
     """A finished run (``<grid>/<configuration>/seed<k>/``) under one of the ``reuse`` folders
     whose ``config.yaml`` equals ``config`` (up to the settings a resumed run may change, such as
     the thread count), or None."""
-    from imbalance.train.config import config_differences
-    from imbalance.train.rundir import RESUME_MAY_CHANGE
-
     wanted = config.to_dict()
     for folder in reuse:
         for final in sorted(Path(folder).glob("*/seed*/final.json")):
@@ -168,8 +170,6 @@ def run_grid(grid: str, preset: str, seeds: Sequence[int], out: str | os.PathLik
     Returns:
         the summary (also written to ``out/summary.json`` and ``out/summary.csv``).
     """
-    from imbalance.train import fit, load_config
-
     experiments = _check(grid, preset, seeds, configs)
     if only:
         unknown = set(only) - {e.name for e in experiments} - {e.slug for e in experiments}
@@ -248,7 +248,7 @@ def summarize(out: str | os.PathLike, *, grid: str | None = None, preset: str | 
         "grid": grid, "preset": preset, "seeds": seeds, "metrics": list(METRICS), "rows": rows,
         "missing": missing,
         "provenance": {
-            "command": " ".join(["python -m imbalance.experiments", *sys.argv[1:]])
+            "command": " ".join(["python -m imbalance.lab.experiments", *sys.argv[1:]])
             if sys.argv and sys.argv[0].endswith("experiments.py") else None,
             "commits": sorted({r["commit"] for r in runs if r["commit"]}),
             "devices": sorted({r["device"] for r in runs if r["device"]}),
@@ -423,12 +423,12 @@ def _move_overrides(args: argparse.Namespace, argv: Sequence[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m imbalance.experiments",
+    parser = argparse.ArgumentParser(prog="python -m imbalance.lab.experiments",
                                      description="Run and summarise the book's experiment grids.")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train a grid x seeds (resumable), then summarise")
     run.add_argument("--grid", required=True, choices=sorted(GRIDS))
-    run.add_argument("--preset", required=True, choices=PRESETS)
+    run.add_argument("--preset", required=True, choices=grid_presets())
     run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     run.add_argument("--out", required=True)
     run.add_argument("--only", nargs="+", help="configuration names or slugs")
@@ -438,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summ = sub.add_parser("summarize", help="(re)write the summary of finished runs")
     summ.add_argument("--out", required=True)
     summ.add_argument("--grid", choices=sorted(GRIDS))
-    summ.add_argument("--preset", choices=PRESETS)
+    summ.add_argument("--preset", choices=grid_presets())
     summ.add_argument("--seeds", type=int, nargs="+")
     args = parser.parse_args(argv)
     started = time.perf_counter()

@@ -1,0 +1,216 @@
+"""Briefly trained detectors, for the chapters that measure one.
+
+The concept chapters measure what a detector's loss sees (the scores of easy negatives, the
+gradient-norm histogram, the regression errors, the proposals' IoU). A detector at initialisation
+would mislead them, and a full run is too slow for a chapter, so :func:`briefly_trained` trains
+one for a short while: a :func:`imbalance.train.fit` run with the ``brief`` preset (the ``tiny``
+benchmark, 150 steps, about a minute on a CPU core), kept in the lab's cache
+(:func:`imbalance.lab.cache.cache_dir`) and read back by every chapter that asks for the same
+settings. :func:`dense_outputs` then collects the per-anchor outputs of a RetinaNet over a few
+images, :func:`rpn_forward` the first stage of a two-stage detector.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from imbalance.data import CocoDetection, collate
+from imbalance.lab.cache import cached_run, fit_cached, use_cached_data
+from imbalance.train import TrainConfig, fit, load_config
+from imbalance.train.config import ModelConfig
+from imbalance.train.metrics import loss_terms
+
+#: The snapshots the chapters read (keyword arguments of :func:`briefly_trained`);
+#: ``python -m imbalance.lab`` trains them into the cache before the chapters run.
+CHAPTER_SNAPSHOTS: tuple[dict[str, Any], ...] = (
+    {"model": "retinanet"},
+    {"model": "libra_rcnn"},
+    # chapter 1: the first iterations of plain cross-entropy with and without the prior
+    {"model": "retinanet", "iterations": 20, "cls_loss": "ce", "prior_prob": None},
+    {"model": "retinanet", "iterations": 20, "cls_loss": "ce", "prior_prob": 0.01},
+)
+
+_MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)} - {"name", "options"}
+_DATA_FIELDS = {"min_size", "max_size"}
+
+
+@dataclass
+class Snapshot:
+    """A briefly trained detector.
+
+    Attributes:
+        model: the detector, in eval mode, on the CPU.
+        data_root: the ``tiny`` benchmark it was trained on (``train`` split; ``val`` unseen).
+        losses: per iteration, the loss terms (floats).
+        config: the training configuration (``brief`` preset and the settings asked for).
+        out: the run folder in the cache (``None`` when trained with ``cache=False``).
+    """
+
+    model: nn.Module
+    data_root: Path
+    losses: list[dict[str, float]]
+    config: TrainConfig
+    out: Path | None
+
+
+def snapshot_config(model: str = "retinanet", iterations: int = 150, *, seed: int = 0,
+                    data_seed: int = 0, batch_size: int = 4, lr: float = 0.01,
+                    knobs: dict[str, float] | None = None, progress: bool = True,
+                    **model_options: Any) -> TrainConfig:
+    """The configuration :func:`briefly_trained` trains: the ``brief`` preset and these settings.
+
+    ``model_options`` that are fields of the configuration's ``model`` section (``backbone``,
+    ``cls_loss``, ``bfp``...) or of ``data`` (``min_size``, ``max_size``) go there; the others to
+    ``model.options`` (e.g. ``prior_prob``, ``rpn_post_nms_top_n_test``). The warm-up is the
+    first tenth of the run.
+    """
+    if iterations < 0 or batch_size < 1 or lr <= 0:
+        raise ValueError(f"need iterations >= 0, batch_size >= 1 and lr > 0; got {iterations}, "
+                         f"{batch_size}, {lr}")
+    sections: dict[str, dict[str, Any]] = {
+        "model": {"name": model, "options": {}},
+        "data": {"synthetic_seed": data_seed, "batch_size": batch_size, "knobs": dict(knobs or {})},
+        "optim": {"lr": lr, "iterations": iterations, "warmup_iters": max(1, iterations // 10)},
+        "run": {"seed": seed, "progress": progress},
+    }
+    for key, value in model_options.items():
+        if key in _DATA_FIELDS:
+            sections["data"][key] = value
+        elif key in _MODEL_FIELDS:
+            sections["model"][key] = value
+        else:
+            sections["model"]["options"][key] = value
+    config = load_config({"name": f"brief-{model}", "preset": "brief", **sections})
+    return use_cached_data(config)
+
+
+def briefly_trained(model: str = "retinanet", iterations: int = 150, *, seed: int = 0,
+                    data_seed: int = 0, batch_size: int = 4, lr: float = 0.01,
+                    knobs: dict[str, float] | None = None, cache: bool = True,
+                    progress: bool = True, **model_options: Any) -> Snapshot:
+    """A ``model`` (``"retinanet"`` or ``"libra_rcnn"``) trained ``iterations`` steps on ``tiny``.
+
+    The :func:`snapshot_config` run: SGD (momentum 0.9, weight decay 1e-4, linear warm-up over
+    the first tenth, gradient clipping at 35 as in the GHM and Libra configs), batches of
+    ``batch_size`` train images, ``seed`` for the weights and the data order, ``data_seed`` and
+    ``knobs`` for the benchmark (:func:`imbalance.data.make_dataset`). Deterministic for given
+    settings on a given machine. With ``cache`` (the default) the run lives in
+    ``<cache>/snapshots/`` and is read back, not trained again; a run folder that cannot be read
+    back (a killed write, an older package) is trained again.
+    """
+    config = snapshot_config(model, iterations, seed=seed, data_seed=data_seed,
+                             batch_size=batch_size, lr=lr, knobs=knobs, progress=progress,
+                             **model_options)
+    if not cache:
+        with tempfile.TemporaryDirectory(prefix="imbalance-snapshot-") as tmp:
+            result = fit(config, out=Path(tmp) / "run")
+        out = None
+    else:
+        out = cached_run("snapshots", model, config)
+        result = fit_cached(config, out)
+    history = [loss_terms(r) for r in result.metrics if "loss" in r]
+    return Snapshot(result.model.cpu().eval(), Path(result.final["data_root"]), history, config,
+                    out)
+
+
+class DenseOutputs(NamedTuple):
+    """A RetinaNet's outputs on the anchors of a set of images, concatenated over images.
+
+    Attributes:
+        logits (Tensor[N, K]): classification logits of the N valid (not ignored) anchors.
+        targets (Tensor[N, K]): their one-hot targets (all-zero rows are negatives).
+        deltas (Tensor[P, 4]): predicted box offsets of the P positive anchors.
+        box_targets (Tensor[P, 4]): their target offsets (the box coder's encoding).
+        positives, negatives, ignored (Tensor[I], int64): anchors per image in each role.
+    """
+
+    logits: Tensor
+    targets: Tensor
+    deltas: Tensor
+    box_targets: Tensor
+    positives: Tensor
+    negatives: Tensor
+    ignored: Tensor
+
+
+@torch.no_grad()
+def dense_outputs(model: nn.Module, dataset: CocoDetection, num_images: int = 8,
+                  batch_size: int = 4) -> DenseOutputs:
+    """Collect :meth:`RetinaNet.anchor_outputs` over the first ``num_images`` of ``dataset``."""
+    if not hasattr(model, "anchor_outputs"):
+        raise TypeError("dense_outputs needs an imbalance.models.retinanet model")
+    num_images = min(num_images, len(dataset))
+    parts: dict[str, list[Tensor]] = {f: [] for f in DenseOutputs._fields}
+    for start in range(0, num_images, batch_size):
+        images, targets = collate([dataset[i] for i in
+                                   range(start, min(start + batch_size, num_images))])
+        out = model.anchor_outputs(images, targets)
+        t = out.targets
+        parts["logits"].append(out.logits[t.valid])
+        parts["targets"].append(t.cls_targets[t.valid])
+        parts["deltas"].append(out.deltas[t.positive])
+        parts["box_targets"].append(out.box_targets)
+        parts["positives"].append(t.positive.sum(1))
+        parts["negatives"].append((t.matched == -1).sum(1))
+        parts["ignored"].append((~t.valid).sum(1))
+    return DenseOutputs(*(torch.cat(parts[f]) for f in DenseOutputs._fields))
+
+
+class Proposals(NamedTuple):
+    """A two-stage detector's RPN proposals for one image, with its ground truth.
+
+    Attributes:
+        boxes (Tensor[R, 4], float): the proposals (x1, y1, x2, y2) after the RPN's NMS.
+        gt_boxes (Tensor[G, 4], float): the image's boxes, in the same (resized) frame.
+        gt_labels (Tensor[G], int64): their labels, 1..K.
+    """
+
+    boxes: Tensor
+    gt_boxes: Tensor
+    gt_labels: Tensor
+
+
+@torch.no_grad()
+def rpn_proposals(model: nn.Module, dataset: CocoDetection, num_images: int = 8) -> list[Proposals]:
+    """The RPN proposals a Faster R-CNN-style ``model`` makes for the first ``num_images``.
+
+    The model's transform resizes the images and boxes first, as in ``forward``; the proposals
+    are those the second stage would see at test time (``rpn_post_nms_top_n_test`` per image),
+    before the ground-truth boxes are added in training.
+    """
+    if not hasattr(model, "rpn"):
+        raise TypeError("rpn_proposals needs a two-stage model such as imbalance.models.libra_rcnn")
+    return [Proposals(boxes, target["boxes"], target["labels"])
+            for _, target, _, boxes in rpn_forward(model, dataset, num_images)]
+
+
+@torch.no_grad()
+def rpn_forward(model: nn.Module, dataset: CocoDetection, num_images: int = 8
+                ) -> list[tuple[Any, dict[str, Tensor], dict[str, Tensor], Tensor]]:
+    """The first stage of a Faster R-CNN-style ``model`` on the first ``num_images``, in eval
+    mode (the model's mode is restored afterwards).
+
+    Returns, per image, ``(images, target, features, proposals)``: the transformed
+    ``ImageList`` of that one image, its target resized as the model resizes it, the backbone's
+    feature maps and the RPN's proposals (Tensor[R, 4], ``rpn_post_nms_top_n_test`` of them).
+    """
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for i in range(min(num_images, len(dataset))):
+            image, target = dataset[i]
+            images_t, targets_t = model.transform([image], [dict(target)])
+            features = model.backbone(images_t.tensors)
+            boxes, _ = model.rpn(images_t, features)
+            out.append((images_t, targets_t[0], features, boxes[0]))
+    finally:
+        model.train(was_training)
+    return out
