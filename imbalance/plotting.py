@@ -9,7 +9,6 @@ global matplotlib setting.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -20,6 +19,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.patches import Rectangle
+
+from imbalance.files import read_jsonl
 
 # Okabe & Ito (2008): distinguishable under every common colour-vision deficiency.
 PALETTE: tuple[str, ...] = (
@@ -223,19 +224,6 @@ def plot_histogram(data: Any, bins: int | Sequence[float] = 50, *, xlabel: str =
     return ax
 
 
-def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records of a metrics log, one JSON object a line (blank lines skipped)."""
-    records = []
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}: line {number} is not JSON: {e.msg}") from e
-    return records
-
-
 def _smooth(y: np.ndarray, weight: float) -> np.ndarray:
     if weight <= 0:
         return y
@@ -259,7 +247,7 @@ def plot_training_curves(metrics: str | os.PathLike | Iterable[Mapping[str, Any]
         x: the record field for the x axis; records without it use their index.
         smoothing: exponential moving average weight in [0, 1) (0 is none).
     """
-    records = read_metrics(metrics) if isinstance(metrics, str | os.PathLike) else list(metrics)
+    records = read_jsonl(metrics) if isinstance(metrics, str | os.PathLike) else list(metrics)
     with style():
         ax = _axes(ax, (5, 3.5))
         for i, key in enumerate(keys):

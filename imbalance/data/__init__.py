@@ -15,7 +15,7 @@ _EXPORTS = {
     "CocoDetection": "coco",
     "collate": "coco",
     "load_coco": "coco",
-    "PRESETS": "synthetic",
+    "BENCHMARKS": "synthetic",
     "SyntheticConfig": "synthetic",
     "config_for": "synthetic",
     "make_dataset": "synthetic",
@@ -42,7 +42,7 @@ __all__ = [
     "CocoDetection",
     "Compose",
     "Normalize",
-    "PRESETS",
+    "BENCHMARKS",
     "RandomHorizontalFlip",
     "Resize",
     "SizeHistogram",
@@ -76,7 +76,7 @@ if TYPE_CHECKING:
         object_size_histogram,
     )
     from imbalance.data.synthetic import (
-        PRESETS,
+        BENCHMARKS,
         SyntheticConfig,
         config_for,
         make_dataset,

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 
 from imbalance.data.stats import AnchorConfig, anchor_statistics, class_counts
-from imbalance.data.synthetic import PRESETS, SyntheticConfig, make_dataset
+from imbalance.data.synthetic import BENCHMARKS, SyntheticConfig, make_dataset
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     make = sub.add_parser("make", help="generate a synthetic COCO dataset",
                           description="Generate a synthetic COCO dataset. Knobs override the "
                                       "preset; see imbalance.data.synthetic.SyntheticConfig.")
-    make.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    make.add_argument("--preset", choices=sorted(BENCHMARKS), default="tiny")
     make.add_argument("--out", required=True, help="output folder")
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--workers", type=int, default=None,
@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
         knobs.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None,
                            metavar=kind.__name__.upper(),
                            help="preset values: " + ", ".join(
-                               f"{name} {getattr(c, f.name)}" for name, c in PRESETS.items()))
+                               f"{name} {getattr(c, f.name)}" for name, c in BENCHMARKS.items()))
 
     stats = sub.add_parser("stats", help="anchor and class statistics of a COCO dataset")
     stats.add_argument("root", help="dataset folder with annotations/instances_<split>.json")

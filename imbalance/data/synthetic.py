@@ -152,7 +152,7 @@ class SyntheticConfig:
         return p / p.sum()
 
 
-PRESETS: dict[str, SyntheticConfig] = {
+BENCHMARKS: dict[str, SyntheticConfig] = {
     # tests and smoke runs: under a second
     "tiny": SyntheticConfig(image_size=128, train_images=32, val_images=16, objects_per_image=4.0),
     # the book's CPU runs: ~20 s on 2 cores
@@ -171,12 +171,12 @@ def knob_names() -> tuple[str, ...]:
 
 def config_for(preset: str = "tiny", **knobs: float) -> SyntheticConfig:
     """The configuration of ``preset`` with the given knobs changed; clear errors for bad names."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    if preset not in BENCHMARKS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(BENCHMARKS)}")
     unknown = sorted(set(knobs) - set(knob_names()))
     if unknown:
         raise ValueError(f"unknown knob(s) {unknown}; the knobs are {list(knob_names())}")
-    return dataclasses.replace(PRESETS[preset], **knobs)
+    return dataclasses.replace(BENCHMARKS[preset], **knobs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -551,7 +551,7 @@ def make_dataset(out: str | os.PathLike, preset: str = "tiny", *, seed: int = 0,
 
     Args:
         out: the output folder, created if missing.
-        preset: ``"tiny"``, ``"small"`` or ``"full"``; see :data:`PRESETS`.
+        preset: ``"tiny"``, ``"small"`` or ``"full"``; see :data:`BENCHMARKS`.
         seed: the dataset seed; the same seed gives byte-identical files.
         workers: worker processes; None picks min(cpu count, 8), or 1 for fewer than 64 images.
         progress: show a tqdm progress bar.

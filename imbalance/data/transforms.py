@@ -8,7 +8,7 @@ know pass through.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -16,7 +16,7 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
-Target = dict[str, Any]
+from imbalance.data.coco import Target, Transform
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -41,7 +41,7 @@ def resize_scale(height: int, width: int, min_size: float, max_size: float | Non
 class Compose:
     """Apply transforms in order."""
 
-    def __init__(self, transforms: Sequence[Callable[[Any, Target], tuple[Any, Target]]]) -> None:
+    def __init__(self, transforms: Sequence[Transform]) -> None:
         self.transforms = list(transforms)
 
     def __call__(self, image: Any, target: Target) -> tuple[Any, Target]:
@@ -159,7 +159,7 @@ def detection_transforms(train: bool, *, min_size: int | None = None,
     """The usual pipeline: [Resize] → [RandomHorizontalFlip when training] → ToTensor →
     [Normalize]. torchvision's detection models resize and normalise by themselves, so both are
     off unless asked for."""
-    steps: list[Callable[[Any, Target], tuple[Any, Target]]] = []
+    steps: list[Transform] = []
     if min_size is not None:
         steps.append(Resize(min_size=min_size, max_size=max_size))
     if train and flip > 0:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 import os
@@ -40,6 +41,7 @@ from typing import Any
 import yaml
 
 from imbalance.evaluation import METRICS
+from imbalance.files import write_json_atomic, write_text_atomic
 from imbalance.lab.cache import CONFIGS
 from imbalance.train import PRESETS, TrainConfig, fit, load_config
 from imbalance.train.config import config_differences
@@ -260,17 +262,14 @@ def summarize(out: str | os.PathLike, *, grid: str | None = None, preset: str | 
             "summarized": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
     }
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1) + "\n")
-    os.replace(tmp, out / "summary.json")
-    with open(out / "summary.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["configuration", "seeds", *[f"{m}_{s}" for m in METRICS
-                                                for s in ("mean", "std")]])
-        for name, row in rows.items():
-            w.writerow([name, len(row["seeds"]),
-                        *[_fmt(row[m][s]) for m in METRICS for s in ("mean", "std")]])
+    write_json_atomic(out / "summary.json", summary, indent=1)
+    table = io.StringIO(newline="")
+    w = csv.writer(table)
+    w.writerow(["configuration", "seeds", *[f"{m}_{s}" for m in METRICS for s in ("mean", "std")]])
+    for name, row in rows.items():
+        w.writerow([name, len(row["seeds"]),
+                    *[_fmt(row[m][s]) for m in METRICS for s in ("mean", "std")]])
+    write_text_atomic(out / "summary.csv", table.getvalue())
     return summary
 
 

@@ -69,6 +69,10 @@ def chapter_jobs(preset: str | None = None) -> list[Job]:
 
 
 def _one_thread_job(job: Job) -> str:
+    # A process started by "spawn" makes spawn its children's default too, and a DataLoader's
+    # workers started that way fail to receive the tensors they are sent; fork them, as a run
+    # started from the shell does.
+    multiprocessing.set_start_method("fork", force=True)
     torch.set_num_threads(1)
     return job.run(progress=False)
 

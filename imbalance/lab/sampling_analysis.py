@@ -8,13 +8,18 @@ and how often a sampler picks each one.
 * :func:`inclusion_frequency`: how often a :class:`~imbalance.sampling.Sampler` picks each
   candidate over repeated seeded draws;
 * :func:`expected_bin_inclusion`: the same, in closed form, for the IoU-balanced sampler
-  without a floor pool (per-bin quota, then the uniform top-up).
+  without a floor pool (per-bin quota, then the uniform top-up);
+* :func:`bin_inclusion`: one image's IoU bins with both formulas and the measured frequency;
+* :func:`mean_per_interval`: the measured frequency averaged over finer IoU intervals;
+* :func:`hard_recall`: how much of OHEM's choice another sampler's choice contains.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -22,13 +27,22 @@ from torch import Tensor, nn
 from imbalance.data import CocoDetection
 from imbalance.lab.snapshot import rpn_forward
 from imbalance.models.libra_rcnn import proposal_ious
-from imbalance.sampling import Sampler
+from imbalance.sampling import (
+    IoUBalancedNegativeSampler,
+    Sampler,
+    iou_bin_edges,
+    iou_bin_masks,
+)
 
 __all__ = [
+    "BinInclusion",
     "ScoredProposals",
+    "bin_inclusion",
     "expected_bin_inclusion",
+    "hard_recall",
     "hardest",
     "inclusion_frequency",
+    "mean_per_interval",
     "scored_proposals",
 ]
 
@@ -157,3 +171,82 @@ def expected_bin_inclusion(counts: Tensor, num_expected: int) -> Tensor:
     top_up = (num_expected - taken.sum()) / left.sum() if float(left.sum()) > 0 else 0.0
     p = taken / m + left / m * top_up
     return torch.where(m > 0, p, float("nan"))
+
+
+class BinInclusion(NamedTuple):
+    """One image's IoU bins under the IoU-balanced sampler: what each formula says and what the
+    sampler does.
+
+    Attributes:
+        edges (Tensor[K + 1], float): the bin edges (:func:`imbalance.sampling.iou_bin_edges`).
+        counts (Tensor[K], int64): ``M_k``, the candidates in each bin.
+        paper (Tensor[K], float64): the paper's ``p_k = N / (K M_k)``.
+        closed_form (Tensor[K], float64): :func:`expected_bin_inclusion` (quota, then top-up).
+        measured (Tensor[K], float64): the mean of ``frequency`` over each bin's candidates (NaN
+            for an empty bin).
+        frequency (Tensor[N], float64): :func:`inclusion_frequency` of every proposal.
+    """
+
+    edges: Tensor
+    counts: Tensor
+    paper: Tensor
+    closed_form: Tensor
+    measured: Tensor
+    frequency: Tensor
+
+
+def bin_inclusion(max_overlaps: Tensor, candidate_mask: Tensor, num_expected: int,
+                  num_bins: int = 3, binning: str = "paper", draws: int = 100,
+                  seed: int = 0) -> BinInclusion:
+    """The IoU-balanced sampler's inclusion probability per bin, by formula and measured.
+
+    Args:
+        max_overlaps (Tensor[N], float), candidate_mask (Tensor[N], bool), num_expected (int):
+            as :meth:`IoUBalancedNegativeSampler.sample`.
+        num_bins (int): K.
+        binning (str): ``"paper"`` or ``"authors"`` (see :class:`IoUBalancedNegativeSampler`).
+        draws, seed: as :func:`inclusion_frequency`.
+    """
+    sampler = IoUBalancedNegativeSampler(num_bins, binning=binning)
+    frequency = inclusion_frequency(sampler, max_overlaps, candidate_mask, num_expected, draws,
+                                    seed)
+    masks = iou_bin_masks(max_overlaps, candidate_mask, num_bins, binning=binning)
+    counts = masks.sum(1)
+    measured = torch.tensor([float(frequency[b].mean()) if b.any() else float("nan")
+                             for b in masks], dtype=torch.float64)
+    return BinInclusion(iou_bin_edges(max_overlaps, candidate_mask, num_bins, binning=binning),
+                        counts, num_expected / (num_bins * counts.double()),
+                        expected_bin_inclusion(counts, num_expected), measured, frequency)
+
+
+def mean_per_interval(max_overlaps: Tensor, frequency: Tensor, candidate_mask: Tensor,
+                      edges: Tensor, splits: int = 5) -> tuple[Tensor, Tensor]:
+    """The mean of ``frequency`` over the candidates of each of ``splits`` equal IoU intervals
+    inside every bin of ``edges``.
+
+    Returns:
+        ``(fine_edges, means)``: Tensor[K * splits + 1] and Tensor[K * splits] (float64; NaN
+        where an interval holds no candidate), ready for :func:`imbalance.plotting.plot_histogram`.
+    """
+    if splits < 1:
+        raise ValueError(f"splits must be >= 1, got {splits}")
+    fine = torch.cat([torch.linspace(float(a), float(b), splits + 1)[:-1]
+                      for a, b in zip(edges[:-1], edges[1:], strict=True)] + [edges[-1:].float()])
+    idx = torch.bucketize(max_overlaps[candidate_mask].float(), fine[1:-1], right=True)
+    means = torch.full((len(fine) - 1,), float("nan"), dtype=torch.float64)
+    return fine, means.scatter_reduce(0, idx, frequency[candidate_mask].double(), "mean",
+                                      include_self=False)
+
+
+def hard_recall(chosen: Sequence[Tensor], hard: Sequence[Tensor]) -> float:
+    """The share of each image's hardest negatives (:func:`hardest`) that ``chosen`` also took,
+    averaged over images.
+
+    Args:
+        chosen, hard: per image, the indices a sampler chose and the indices OHEM chose.
+    """
+    if len(chosen) != len(hard) or not hard:
+        raise ValueError(f"need one index tensor per image in both, got {len(chosen)} and "
+                         f"{len(hard)}")
+    return float(np.mean([np.isin(c.numpy(), h.numpy()).sum() / max(len(h), 1)
+                          for c, h in zip(chosen, hard, strict=True)]))

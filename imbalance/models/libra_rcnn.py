@@ -53,7 +53,7 @@ __all__ = [
 BALANCED_L1_DEFAULTS: dict[str, float] = {"alpha": 0.5, "gamma": 1.5, "beta": 1.0}
 SMOOTH_L1_BETA = 1 / 9  # torchvision's fastrcnn_loss
 
-BoxLoss = Callable[[Tensor, Tensor], Tensor]
+BoxLossFn = Callable[[Tensor, Tensor], Tensor]
 
 
 def proposal_ious(proposals: Tensor, gt_boxes: Tensor) -> tuple[Tensor, Tensor]:
@@ -142,7 +142,7 @@ class LibraRoIHeads(RoIHeads):
         *,
         pos_sampler: Sampler,
         neg_sampler: Sampler,
-        box_loss: BoxLoss,
+        box_loss: BoxLossFn,
     ) -> None:
         super().__init__(
             box_roi_pool, box_head, box_predictor, fg_iou_thresh, bg_iou_thresh,
@@ -426,7 +426,7 @@ def libra_rcnn(
     else:
         samplers = (RandomSampler(), RandomSampler())
     if balanced_l1:
-        box_loss: BoxLoss = partial(balanced_l1_loss, **l1_options, reduction="sum")
+        box_loss: BoxLossFn = partial(balanced_l1_loss, **l1_options, reduction="sum")
     else:
         box_loss = partial(F.smooth_l1_loss, beta=SMOOTH_L1_BETA, reduction="sum")
     model.roi_heads = LibraRoIHeads.from_roi_heads(

@@ -34,8 +34,7 @@ from typing import Any
 
 import yaml
 
-from imbalance.data.synthetic import PRESETS as SYNTHETIC
-from imbalance.data.synthetic import config_for
+from imbalance.data.synthetic import BENCHMARKS, config_for
 from imbalance.models import BOX_LOSSES, CLS_LOSSES, MODELS
 from imbalance.models.backbones import NORMS, RESNETS
 from imbalance.train.device import device_available
@@ -640,7 +639,7 @@ def _check_data(config: TrainConfig) -> None:
             if not path.is_file():
                 raise _fail(key, f"the annotation file {path} does not exist")
     else:
-        _one_of("data.synthetic", d.synthetic, sorted(SYNTHETIC))
+        _one_of("data.synthetic", d.synthetic, sorted(BENCHMARKS))
         _at_least("data.synthetic_seed", d.synthetic_seed, 0)
         try:
             config_for(d.synthetic, **d.knobs)

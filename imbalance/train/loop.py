@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from imbalance.files import write_json_atomic
 from imbalance.models import build_model
 from imbalance.train import distributed
 from imbalance.train.checkpoint import load_checkpoint, save_checkpoint
@@ -51,7 +52,7 @@ from imbalance.train.device import (
 from imbalance.train.evaluate import evaluate
 from imbalance.train.metrics import LossWindow, MetricsLog, eval_record, train_record
 from imbalance.train.provenance import command_line, git_state, utc_now, versions
-from imbalance.train.rundir import RunDir, write_json_atomic
+from imbalance.train.rundir import RunDir
 from imbalance.train.schedule import lr_scheduler
 from imbalance.train.seeding import (
     capture_rng_state,

@@ -5,7 +5,7 @@ Training records hold ``step`` (= ``iteration``, optimiser steps done), ``epoch`
 record, ``images_per_s`` over those steps and ``time`` (seconds since the run began). Evaluation
 records hold ``step``, ``iteration``, ``epoch``, the COCO metrics at the top level (``AP``,
 ``AP50``, ...; so :func:`imbalance.plotting.plot_training_curves` plots them) and the whole
-result under ``eval`` (``per_class`` included). :func:`imbalance.plotting.read_metrics` reads
+result under ``eval`` (``per_class`` included). :func:`imbalance.files.read_jsonl` reads
 the file.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from imbalance.evaluation import METRICS
-from imbalance.train.rundir import write_text_atomic
+from imbalance.files import read_jsonl, write_text_atomic
 
 
 class MetricsLog:
@@ -59,10 +59,7 @@ class MetricsLog:
 
     def read(self) -> list[dict[str, Any]]:
         """Every record so far."""
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines()
-                if line.strip()]
+        return read_jsonl(self.path) if self.path.exists() else []
 
 
 class LossWindow:

@@ -8,15 +8,13 @@ settings that change nothing in the result) and ``overwrite`` deletes its files 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+from imbalance.files import write_text_atomic
 from imbalance.train.config import ConfigError, TrainConfig, config_differences
 
 #: The files and folders of a run inside its output folder.
@@ -26,32 +24,6 @@ RESUME_MAY_CHANGE: tuple[str, ...] = ("name", "run.progress", "data.workers",
                                       "run.eval_batch_size", "run.compile", "run.channels_last",
                                       "run.keep_checkpoints", "run.checkpoint_every",
                                       "run.threads")
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """``data`` as indented JSON, written atomically."""
-    write_text_atomic(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "item"):  # numpy and torch scalars
-        return value.item()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 class RunDir:

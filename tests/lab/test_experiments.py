@@ -72,7 +72,8 @@ def test_identical_runs_of_another_grid_are_copied_not_trained(tmp_path, monkeyp
     # another outlier fraction or seed is another run: nothing to copy, so it would train
     base = experiments.GRIDS["outliers"][2]
     assert base.slug == "fl_outliers_10"
-    other = experiments.load_config(base.config_file("smoke"), [*base.overrides, *FAST, "run.seed=0"])
+    other = experiments.load_config(base.config_file("smoke"),
+                                    [*base.overrides, *FAST, "run.seed=0"])
     assert experiments.find_same_run(other, [retina]) is None
     with pytest.raises(AssertionError, match="trained again"):
         experiments.run_grid("outliers", "smoke", [1], out, only=["fl_outliers_0"],

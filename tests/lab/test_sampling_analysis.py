@@ -7,9 +7,12 @@ import torch
 
 from imbalance.data import CocoDetection
 from imbalance.lab.sampling_analysis import (
+    bin_inclusion,
     expected_bin_inclusion,
+    hard_recall,
     hardest,
     inclusion_frequency,
+    mean_per_interval,
     scored_proposals,
 )
 from imbalance.lab.snapshot import rpn_proposals
@@ -114,3 +117,45 @@ def test_scored_proposals_match_the_training_labels(tiny_root):
         assert bool(((s.background_prob >= 0) & (s.background_prob <= 1)).all())
     without = scored_proposals(model, data, num_images=1, add_gt=False)[0]
     assert not without.is_gt.any() and len(without.boxes) == len(plain[0].boxes)
+
+
+# ------------------------------------------------------------- per-bin tables, intervals, recall
+def test_bin_inclusion_agrees_with_its_formulas_when_every_bin_is_full():
+    ious, mask = population([(0.0, 300), (0.2, 60), (0.4, 30)])
+    table = bin_inclusion(ious, mask, 30, num_bins=3, draws=400)
+    assert table.counts.tolist() == [300, 60, 30] and len(table.edges) == 4
+    torch.testing.assert_close(table.paper, 30 / (3 * table.counts.double()))
+    # every bin holds at least N/K = 10: the quota alone fills the draw, so both formulas agree
+    torch.testing.assert_close(table.closed_form, table.paper)
+    torch.testing.assert_close(table.measured, table.paper, atol=0, rtol=1e-12)
+    assert table.frequency.shape == ious.shape and float(table.frequency[~mask].sum()) == 0
+
+
+def test_bin_inclusion_measures_the_top_up_of_a_short_bin():
+    ious, mask = population([(0.0, 100), (0.2, 5), (0.4, 20)])
+    table = bin_inclusion(ious, mask, 30, num_bins=3, draws=400)
+    assert float(table.measured[1]) == 1.0  # the short bin is taken whole
+    torch.testing.assert_close(table.measured, table.closed_form, atol=0.03, rtol=0)
+    assert float(table.measured[0]) > 1.2 * float(table.paper[0])  # the top-up lands here
+
+
+def test_mean_per_interval_averages_inside_each_sub_interval():
+    ious = torch.tensor([0.05, 0.15, 0.15, 0.55, 0.9, 0.3])
+    mask = torch.tensor([True, True, True, True, True, False])
+    freq = torch.tensor([1.0, 0.2, 0.4, 0.5, 0.7, 99.0], dtype=torch.float64)
+    fine, means = mean_per_interval(ious, freq, mask, torch.tensor([0.0, 0.5, 1.0]), splits=2)
+    torch.testing.assert_close(fine, torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]))
+    torch.testing.assert_close(means[:2], torch.tensor([(1.0 + 0.2 + 0.4) / 3, float("nan")],
+                                                       dtype=torch.float64), equal_nan=True)
+    torch.testing.assert_close(means[2:], torch.tensor([0.5, 0.7], dtype=torch.float64))
+    with pytest.raises(ValueError, match="splits"):
+        mean_per_interval(ious, freq, mask, torch.tensor([0.0, 1.0]), splits=0)
+
+
+def test_hard_recall_is_the_mean_share_of_the_hard_set_taken():
+    hard = [torch.tensor([1, 2, 3, 4]), torch.tensor([7, 8])]
+    chosen = [torch.tensor([1, 2, 9]), torch.tensor([0, 7, 8])]
+    assert hard_recall(chosen, hard) == pytest.approx((2 / 4 + 2 / 2) / 2)
+    assert hard_recall(hard, hard) == 1.0
+    with pytest.raises(ValueError, match="one index tensor per image"):
+        hard_recall(chosen[:1], hard)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
+from imbalance.files import read_jsonl as read_metrics
 from imbalance.models import retinanet
-from imbalance.plotting import read_metrics
 from imbalance.train import fit
 from imbalance.train.seeding import seed_everything
 

@@ -12,8 +12,9 @@ import torch
 import yaml
 
 import imbalance.train.loop as loop
+from imbalance.files import read_jsonl as read_metrics
 from imbalance.models import BOX_LOSSES, CLS_LOSSES, build_model
-from imbalance.plotting import plot_training_curves, read_metrics
+from imbalance.plotting import plot_training_curves
 from imbalance.train import FitResult, NonFiniteLossError, TrainConfig, fit
 from imbalance.train.__main__ import main
 

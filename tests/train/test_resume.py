@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from imbalance.plotting import read_metrics
+from imbalance.files import read_jsonl as read_metrics
 from imbalance.train import fit
 
 STEPS = 12
