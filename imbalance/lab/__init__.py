@@ -18,5 +18,7 @@ Where analysis code lives, by one rule: a function that measures tensors with an
 formula (gradient norms and their density, a pyramid's level correlation) lives next to the idea
 (:mod:`imbalance.losses.analysis`, :mod:`imbalance.necks.analysis`), because a reader applies it to
 their own detector; a function that runs a detector over a dataset, reads the lab's cache or
-results, or exists for one chapter's figure lives here.
+results, or exists for one chapter's figure lives here. By the same rule :mod:`imbalance.plotting`
+stays in the library: each of its functions draws arrays or tables it is given and knows no
+chapter.
 """
