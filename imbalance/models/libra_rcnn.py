@@ -33,6 +33,7 @@ from torchvision.ops import boxes as box_ops
 
 from imbalance.losses.balanced_l1 import balanced_l1_loss
 from imbalance.models.backbones import NORMS, RESNETS, BackboneWithNeck, resnet_fpn
+from imbalance.models.loss_defaults import signature_defaults
 from imbalance.necks.bfp import BalancedFeaturePyramid
 from imbalance.sampling import (
     BINNINGS,
@@ -50,7 +51,10 @@ __all__ = [
     "proposal_ious",
 ]
 
-BALANCED_L1_DEFAULTS: dict[str, float] = {"alpha": 0.5, "gamma": 1.5, "beta": 1.0}
+#: Balanced L1 in the second stage: the loss function's defaults (alpha 0.5, gamma 1.5, beta 1, the
+#: paper's and the authors' Libra R-CNN config).
+BALANCED_L1_DEFAULTS: dict[str, float] = signature_defaults(balanced_l1_loss, "alpha", "gamma",
+                                                            "beta")
 SMOOTH_L1_BETA = 1 / 9  # torchvision's fastrcnn_loss
 
 BoxLossFn = Callable[[Tensor, Tensor], Tensor]
