@@ -252,11 +252,12 @@ PRESETS: dict[str, dict[str, Any]] = {
                 "eval_every": 0, "threads": 1},
     },
     # The briefly trained detectors of the concept chapters (imbalance.lab.snapshot): the tiny
-    # benchmark, 150 steps on one CPU core, every step logged, no step-down of the rate.
+    # benchmark, 150 steps on one CPU core, every step logged, no step-down of the rate, no flips
+    # (a chapter can read a batch's anchors off the images as they are).
     "brief": {
         "model": {"backbone": "resnet18", "norm": "gn", "fpn_channels": 64},
         "data": {"synthetic": "tiny", "min_size": 128, "max_size": 128, "batch_size": 4,
-                 "workers": 0},
+                 "workers": 0, "hflip": 0.0},
         "optim": {"optimizer": "sgd", "lr": 0.01, "warmup_iters": 15, "warmup_factor": 0.1,
                   "iterations": 150, "epochs": None, "milestones": [], "gamma": 0.1},
         "run": {"device": "cpu", "amp": "none", "log_every": 1, "checkpoint_every": 50,

@@ -155,13 +155,26 @@ def load_data(config: TrainConfig, root: Path) -> RunData:
     return RunData(root, train_set, val_set, gt, train.num_classes)
 
 
+def batch_indices(config: TrainConfig, num_images: int, epoch: int, rank: int = 0,
+                  world_size: int = 1) -> list[list[int]]:
+    """The training-image indices of each of rank ``rank``'s batches in ``epoch``: the seeded
+    epoch order of ``config.run.seed``, cut into global batches (what :func:`train_loader` loads).
+
+    Args:
+        config: the run's configuration (``run.seed``, ``data.batch_size``).
+        num_images: the number of training images the run uses.
+        epoch: the epoch, from 0.
+        rank, world_size: this process and the number of processes.
+    """
+    order = distributed.epoch_order(num_images, config.run.seed, epoch)
+    return distributed.shard_batches(order, config.data.batch_size, rank, world_size)
+
+
 def train_loader(data: RunData, config: TrainConfig, info: distributed.DistInfo, epoch: int,
                  skip: int = 0, pin_memory: bool = False) -> DataLoader:
     """This rank's batches of ``epoch``, from batch ``skip`` on (the ones a resumed run has not
     consumed yet)."""
-    order = distributed.epoch_order(len(data.train), config.run.seed, epoch)
-    batches = distributed.shard_batches(order, config.data.batch_size, info.rank,
-                                        info.world_size)[skip:]
+    batches = batch_indices(config, len(data.train), epoch, info.rank, info.world_size)[skip:]
     keyed = [[(index, epoch) for index in batch] for batch in batches]
     return DataLoader(data.train, batch_sampler=keyed, collate_fn=collate,
                       num_workers=config.data.workers, pin_memory=pin_memory,

@@ -7,7 +7,14 @@ import torch
 
 from imbalance.train import load_config
 from imbalance.train.config import synthetic_cache_dir
-from imbalance.train.data import SeededTrainingSet, data_root, ensure_synthetic, load_data
+from imbalance.train.data import (
+    SeededTrainingSet,
+    batch_indices,
+    data_root,
+    ensure_synthetic,
+    load_data,
+    train_loader,
+)
 from imbalance.train.distributed import DistInfo, epoch_order, shard_batches
 
 
@@ -70,3 +77,15 @@ def test_the_synthetic_benchmark_is_generated_once_and_regenerated_when_stale(tm
     default = load_config(None, ["preset=smoke", "data.knobs.outlier_fraction=0.1"])
     assert synthetic_cache_dir(default).parent.as_posix() == "data/synthetic"
     assert synthetic_cache_dir(default).name.startswith("tiny-seed0-")
+
+
+def test_batch_indices_name_the_images_the_loader_loads(tiny_root):
+    config = load_config(None, ["preset=brief", f"data.root={tiny_root}", "run.device=cpu"])
+    data = load_data(config, tiny_root)
+    batches = batch_indices(config, len(data.train), epoch=1)
+    assert len(batches) == len(data.train) // 4 and all(len(b) == 4 for b in batches)
+    loader = train_loader(data, config, DistInfo(), epoch=1)
+    _, first_targets = next(iter(loader))
+    expected = [data.train.dataset.ids[i] for i in batches[0]]
+    assert [t["image_id"] for t in first_targets] == expected
+    assert batch_indices(config, len(data.train), epoch=2) != batches
