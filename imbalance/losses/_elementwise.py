@@ -1,8 +1,9 @@
 """Argument checks and reductions shared by the element-wise losses.
 
-Every check here reads tensor metadata only (shapes, dtypes), never values, so none of
-them forces a device synchronisation. Value checks (targets outside [0, 1], non-finite
-logits) belong to the data pipeline and to the training loop's non-finite-loss guard.
+Every check here reads tensor metadata only (shapes, dtypes) or Python numbers, never
+tensor values, so none of them forces a device synchronisation. Value checks (targets
+outside [0, 1], non-finite logits) belong to the data pipeline and to the training loop's
+non-finite-loss guard.
 """
 
 from __future__ import annotations
@@ -33,6 +34,78 @@ def check_positive(value: float, name: str, allow_zero: bool = False) -> None:
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be {bound}, got {value}")
+
+
+def check_alpha(alpha: float) -> None:
+    """α weighs the positives: in [0, 1], or negative to switch the weighting off."""
+    if alpha > 1:
+        raise ValueError(f"alpha must be in [0, 1] (or negative to disable), got {alpha}")
+
+
+def check_gamma(gamma: float) -> None:
+    """The focusing parameter γ of the focal loss must be >= 0."""
+    if gamma < 0:
+        raise ValueError(f"gamma must be >= 0, got {gamma}")
+
+
+def check_bins(bins: int) -> None:
+    """GHM's number of gradient-norm bins must be a positive integer."""
+    if not isinstance(bins, int) or bins < 1:
+        raise ValueError(f"bins must be a positive integer, got {bins!r}")
+
+
+def check_momentum(momentum: float) -> None:
+    """GHM's momentum ``m`` of the running bin counts must be in [0, 1)."""
+    if not 0 <= momentum < 1:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+
+
+def check_args(
+    a: Tensor | None = None,
+    b: Tensor | None = None,
+    names: tuple[str, str] = ("inputs", "targets"),
+    *,
+    reduction: str | None = None,
+    alpha: float | None = None,
+    gamma: float | None = None,
+    bins: int | None = None,
+    mu: float | None = None,
+    momentum: float | None = None,
+) -> None:
+    """The checks of one loss call: ``a`` and ``b`` of one shape, and each argument given."""
+    if a is not None and b is not None:
+        check_same_shape(a, b, names)
+    if reduction is not None:
+        check_reduction(reduction)
+    if alpha is not None:
+        check_alpha(alpha)
+    if gamma is not None:
+        check_gamma(gamma)
+    if bins is not None:
+        check_bins(bins)
+    if mu is not None:
+        check_positive(mu, "mu")
+    if momentum is not None:
+        check_momentum(momentum)
+
+
+def valid_mask(label_weight: Tensor | None, like: Tensor) -> Tensor:
+    """GHM's valid elements, ``label_weight > 0`` (all when ``None``), shaped like ``like``.
+
+    Only the sign of ``label_weight`` matters, as in the authors' code. Raises
+    ``ValueError`` if ``label_weight`` does not broadcast to ``like``. Returns a bool tensor
+    (an expanded view when ``label_weight`` is smaller than ``like``).
+    """
+    if label_weight is None:
+        return torch.ones((), dtype=torch.bool, device=like.device).expand_as(like)
+    try:
+        torch.broadcast_shapes(label_weight.shape, like.shape)
+    except RuntimeError:
+        raise ValueError(
+            f"label_weight of shape {tuple(label_weight.shape)} does not broadcast to "
+            f"{tuple(like.shape)}"
+        ) from None
+    return (label_weight > 0).expand_as(like)
 
 
 def as_float(x: Tensor) -> Tensor:

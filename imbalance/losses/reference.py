@@ -2,8 +2,9 @@
 
 Slow and plain on purpose: each bin is selected by comparing the gradient norm with
 float32 edges, counted, and weighted, in Python, with autograd differentiating the
-result. :mod:`imbalance.losses.ghm` must give the same values and gradients; the tests
-check it, and ``benchmarks/losses.py`` times both.
+result, and the cross-entropy is torch's. :mod:`imbalance.losses.ghm` (the same rules,
+vectorised) and its fast path :mod:`imbalance.losses._fused` must give the same values
+and gradients; the tests check it, and ``benchmarks/losses.py`` times all three.
 """
 
 from __future__ import annotations

@@ -4,13 +4,15 @@ import torch
 from imbalance.losses import (
     GHMC,
     GHMR,
+    _fused,
     asl1_loss,
     binary_cross_entropy,
     ghm_c_loss,
     ghm_c_weights,
     ghm_r_loss,
 )
-from imbalance.losses.ghm import GHMC_TOP_EDGE, _floor_is_exact, bin_edges, bin_index
+from imbalance.losses._fused import _floor_is_exact, floor_bin_index
+from imbalance.losses.ghm import GHMC_TOP_EDGE, GHMR_TOP_EDGE, bin_edges, bin_index
 from imbalance.losses.reference import ghm_c_loss_loop, ghm_r_loss_loop
 
 
@@ -55,6 +57,14 @@ def test_bin_index_equals_float32_edge_comparisons_at_every_edge(bins):
     )
     expected = ((probes[:, None] >= edges[:-1]) & (probes[:, None] < edges[1:])).int().argmax(1)
     assert torch.equal(bin_index(probes, bins).long(), expected)
+    # the fast path: floor(g * bins) where that is exact, bucketize elsewhere
+    assert torch.equal(floor_bin_index(probes.clone(), bins, GHMC_TOP_EDGE).long(), expected)
+
+
+@pytest.mark.parametrize("bins", [1, 10, 11, 30, 64])
+@pytest.mark.parametrize("top", [GHMC_TOP_EDGE, GHMR_TOP_EDGE])
+def test_fast_path_edges_are_the_readable_edges(bins, top):
+    assert torch.equal(_fused._edges(bins, top), bin_edges(bins, top))
 
 
 def test_floor_fast_path_covers_the_released_configs():
