@@ -40,10 +40,10 @@ import torch
 from torch import Tensor
 
 BLOCK = 1 << 16
-"""Elements per thread in one CPU block of an element-wise loss."""
+"""Elements per thread in one CPU block."""
 
-GHM_BLOCK = 1 << 19
-"""Elements per thread in one CPU block of GHM (which does more per block)."""
+GHM_ONE_BLOCK = 1 << 20
+"""Elements per thread up to which GHM takes one block (it does more work per block)."""
 
 _enabled = True
 
@@ -68,11 +68,13 @@ def disabled() -> Iterator[None]:
         _enabled = previous
 
 
-def _blocks(n: int, device: torch.device, block: int = BLOCK) -> list[slice]:
-    """The blocks of a flattened tensor of ``n`` elements (one block off the CPU)."""
-    size = block * max(1, torch.get_num_threads())
-    if device.type != "cpu" or torch.compiler.is_compiling() or n <= 2 * size:
+def _blocks(n: int, device: torch.device, one_block: int = 2 * BLOCK) -> list[slice]:
+    """The blocks of a flattened tensor of ``n`` elements: one off the CPU, under compile,
+    or up to ``one_block`` elements per thread."""
+    threads = max(1, torch.get_num_threads())
+    if device.type != "cpu" or torch.compiler.is_compiling() or n <= one_block * threads:
         return [slice(0, n)]
+    size = BLOCK * threads
     return [slice(s, min(s + size, n)) for s in range(0, n, size)]
 
 
@@ -283,14 +285,24 @@ def floor_bin_index(g: Tensor, bins: int, top: float) -> Tensor:
     return idx.clamp_(0, bins - 1)
 
 
+LANES = 16
+
+
 def _count(idx: Tensor, size: int) -> Tensor:
-    """How many elements fall in each of ``size`` bins, int64 (exact beyond 2**24)."""
-    if idx.device.type == "cpu" and not torch.compiler.is_compiling():
-        return torch.bincount(idx, minlength=size)  # the fastest on the CPU
-    # index_add_ rather than bincount, whose output size depends on the largest index: a
-    # device synchronisation on CUDA, a graph break under torch.compile.
-    ones = torch.ones((), dtype=torch.int64, device=idx.device).expand_as(idx)
-    return torch.zeros(size, dtype=torch.int64, device=idx.device).index_add_(0, idx, ones)
+    """How many elements of the flat int32 ``idx`` fall in each of ``size`` bins, int64
+    (exact beyond 2**24)."""
+    if idx.device.type != "cpu" or torch.compiler.is_compiling():
+        # index_add_ rather than bincount, whose output size depends on the largest index:
+        # a device synchronisation on CUDA, a graph break under torch.compile.
+        ones = torch.ones((), dtype=torch.int64, device=idx.device).expand_as(idx)
+        return torch.zeros(size, dtype=torch.int64, device=idx.device).index_add_(0, idx, ones)
+    # bincount adds 1 to one counter per element; with most elements in one bin (the easy
+    # examples), each addition waits for the previous one. Consecutive elements counted in
+    # LANES copies of the bins, summed at the end, do not wait for each other.
+    m = idx.numel() - idx.numel() % LANES
+    offsets = torch.arange(0, LANES * size, size, dtype=idx.dtype)
+    lanes = torch.bincount((idx[:m].view(-1, LANES) + offsets).view(-1), minlength=LANES * size)
+    return lanes.view(LANES, size).sum(0) + torch.bincount(idx[m:], minlength=size)
 
 
 def _weight_table(
@@ -299,18 +311,14 @@ def _weight_table(
     """``w / tot`` per bin, ``w = tot / (n · count)`` rounded to float32 as in the readable
     path, from the ``bins + 1`` counts (the last one, of the ignored elements, gets 0); in
     ``dtype``. With momentum, updates ``acc_sum`` in place and uses it for non-empty bins."""
-    counts = counts.to(torch.float32)
-    counts[-1] = 0
+    counts = counts[:-1].to(torch.float32)
     tot, nonempty = counts.sum().clamp_(min=1), counts > 0
     n = nonempty.sum().clamp_(min=1)
     if momentum > 0 and acc_sum is not None:
-        running = torch.where(
-            nonempty[:-1], momentum * acc_sum + (1 - momentum) * counts[:-1], acc_sum
-        )
-        acc_sum.copy_(running)
-        counts[:-1] = running
+        counts = torch.where(nonempty, momentum * acc_sum + (1 - momentum) * counts, acc_sum)
+        acc_sum.copy_(counts)
     w = torch.where(nonempty, tot / (n * counts), 0)
-    return w.to(dtype) / tot.to(dtype)
+    return torch.nn.functional.pad(w.to(dtype) / tot.to(dtype), (0, 1))
 
 
 def _harmonised(
@@ -330,7 +338,7 @@ def _harmonised(
     binned and counted, and its L, ∂L and bin indices (one byte each) are kept; once all
     blocks are counted, each is weighed.
     """
-    blocks = _blocks(like.numel(), like.device, GHM_BLOCK)
+    blocks = _blocks(like.numel(), like.device, GHM_ONE_BLOCK)
     if len(blocks) == 1:
         g, loss, grad = block(blocks[0], need_grad)
         idx = floor_bin_index(g, bins, top)

@@ -11,13 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from imbalance.losses import _fused
-from imbalance.losses._elementwise import (
-    as_float,
-    check_alpha,
-    check_reduction,
-    check_same_shape,
-    reduce,
-)
+from imbalance.losses._elementwise import as_float, check_args, reduce
 
 
 def alpha_t(targets: Tensor, alpha: float) -> Tensor:
@@ -46,8 +40,7 @@ def binary_cross_entropy(inputs: Tensor, targets: Tensor, reduction: str = "none
     Returns:
         float32 (float64 for float64 inputs) loss; a scalar unless ``reduction="none"``.
     """
-    check_reduction(reduction)
-    check_same_shape(inputs, targets, ("inputs", "targets"))
+    check_args(inputs, targets, reduction=reduction)
     x = as_float(inputs)
     t = as_float(targets).to(x.dtype)
     if _fused.applies(t):
@@ -77,9 +70,7 @@ def alpha_balanced_bce(
     Returns:
         float32 (float64 for float64 inputs) loss; a scalar unless ``reduction="none"``.
     """
-    check_reduction(reduction)
-    check_same_shape(inputs, targets, ("inputs", "targets"))
-    check_alpha(alpha)
+    check_args(inputs, targets, reduction=reduction, alpha=alpha)
     x = as_float(inputs)
     t = as_float(targets).to(x.dtype)
     if _fused.applies(t):

@@ -19,14 +19,7 @@ import torch
 from torch import Tensor
 
 from imbalance.losses import _fused
-from imbalance.losses._elementwise import (
-    as_float,
-    check_alpha,
-    check_gamma,
-    check_reduction,
-    check_same_shape,
-    reduce,
-)
+from imbalance.losses._elementwise import as_float, check_args, reduce
 from imbalance.losses.cross_entropy import alpha_t, binary_cross_entropy
 
 
@@ -58,10 +51,7 @@ def sigmoid_focal_loss(
     Returns:
         float32 (float64 for float64 inputs) loss; a scalar unless ``reduction="none"``.
     """
-    check_reduction(reduction)
-    check_same_shape(inputs, targets, ("inputs", "targets"))
-    check_gamma(gamma)
-    check_alpha(alpha)
+    check_args(inputs, targets, reduction=reduction, alpha=alpha, gamma=gamma)
     x = as_float(inputs)
     t = as_float(targets).to(x.dtype)
     if _fused.applies(t):

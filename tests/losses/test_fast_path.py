@@ -48,7 +48,7 @@ GHM = {
 def blocks(request, monkeypatch):
     if request.param == "many blocks":
         monkeypatch.setattr(_fused, "BLOCK", 256)
-        monkeypatch.setattr(_fused, "GHM_BLOCK", 256)
+        monkeypatch.setattr(_fused, "GHM_ONE_BLOCK", 512)
     return request.param
 
 
