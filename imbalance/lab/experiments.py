@@ -1,15 +1,19 @@
 """The book's experiments: grids of training configurations x seeds, and their summaries.
 
     python -m imbalance.lab.experiments run --grid retinanet --preset cpu --seeds 0 1 2 \\
-        --out results/retinanet
-    python -m imbalance.lab.experiments summarize --out results/retinanet
+        --out runs/retinanet --results book/results/retinanet
+    python -m imbalance.lab.experiments summarize --out book/results/retinanet
 
 A grid (:data:`GRIDS`) names configurations, each a base YAML file of ``configs/`` (chosen by the
-preset) plus ``key=value`` overrides. ``run`` trains every configuration with every seed into
-``out/<configuration>/seed<k>/`` through :func:`imbalance.train.fit` with ``resume=True``: a
-finished run is read back, not redone, and a killed one continues from its last checkpoint.
-It then writes ``out/summary.json`` and ``out/summary.csv``: per configuration, the mean and
-standard deviation over seeds of AP, AP50, AP75, APs, APm and APl, with the provenance of the runs
+preset) plus ``key=value`` overrides. ``run`` trains every configuration with every seed in
+``out/<configuration>/seed<k>/`` (checkpoints and all) through :func:`imbalance.train.fit` with
+``resume=True``, so a killed run continues from its last checkpoint. Each finished run's small
+text files (``config.yaml``, ``metrics.jsonl``, ``final.json``) are then kept in
+``results/runs/<configuration>/seed<k>/``, the folder to commit as runs finish: a run kept there
+is never trained again, so a grid interrupted in one session resumes in the next from what was
+committed, whatever happened to ``out``. The summary is computed from the kept files only:
+``results/summary.json`` and ``results/summary.csv``, per configuration the mean and standard
+deviation over seeds of AP, AP50, AP75, APs, APm and APl, with the provenance of the runs
 (command, git commit, device, library versions, dates, wall time).
 
 ``run --reuse <other grid's folder>`` copies a finished run whose configuration is the same
@@ -29,7 +33,6 @@ import json
 import math
 import os
 import re
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -41,7 +44,7 @@ from typing import Any
 import yaml
 
 from imbalance.evaluation import METRICS
-from imbalance.files import write_json_atomic, write_text_atomic
+from imbalance.files import write_atomic, write_json_atomic, write_text_atomic
 from imbalance.lab.cache import CONFIGS
 from imbalance.train import PRESETS, TrainConfig, fit, load_config
 from imbalance.train.config import config_differences
@@ -136,13 +139,37 @@ def _check(grid: str, preset: str, seeds: Sequence[int], configs: Path) -> list[
     return GRIDS[grid]
 
 
+#: The files of a finished run that a grid keeps (and the repository commits); ``final.json``
+#: last, so a copy cut short is made again.
+KEPT_FILES: tuple[str, ...] = ("config.yaml", "metrics.jsonl", "final.json")
+
+
+def kept_run(results: str | os.PathLike, experiment: Experiment, seed: int) -> Path:
+    """Where a grid keeps the files of one finished run: ``results/runs/<slug>/seed<k>``."""
+    return Path(results) / "runs" / experiment.slug / f"seed{seed}"
+
+
+def keep_run(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Copy the :data:`KEPT_FILES` of the finished run in ``source`` to ``target``."""
+    source, target = Path(source), Path(target)
+    if not (source / "final.json").is_file():
+        raise FileNotFoundError(f"{source} holds no finished run (no final.json)")
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "final.json").unlink(missing_ok=True)
+    for name in KEPT_FILES:
+        if (source / name).is_file():
+            write_atomic(target / name, lambda f, name=name: f.write((source / name).read_bytes()),
+                         binary=True)
+    return target
+
+
 def find_same_run(config: TrainConfig, reuse: Sequence[str | os.PathLike]) -> Path | None:
-    """A finished run (``<grid>/<configuration>/seed<k>/``) under one of the ``reuse`` folders
-    whose ``config.yaml`` equals ``config`` (up to the settings a resumed run may change, such as
-    the thread count), or None."""
+    """A finished run kept under one of the ``reuse`` grids' result folders
+    (``runs/<configuration>/seed<k>/``) whose ``config.yaml`` equals ``config`` (up to the settings
+    a resumed run may change, such as the thread count), or None."""
     wanted = config.to_dict()
     for folder in reuse:
-        for final in sorted(Path(folder).glob("*/seed*/final.json")):
+        for final in sorted(Path(folder).glob("runs/*/seed*/final.json")):
             saved_file = final.parent / "config.yaml"
             if not saved_file.is_file():
                 continue
@@ -153,6 +180,7 @@ def find_same_run(config: TrainConfig, reuse: Sequence[str | os.PathLike]) -> Pa
 
 
 def run_grid(grid: str, preset: str, seeds: Sequence[int], out: str | os.PathLike, *,
+             results: str | os.PathLike | None = None,
              only: Sequence[str] | None = None, overrides: Sequence[str] = (),
              reuse: Sequence[str | os.PathLike] = (),
              configs: Path = CONFIGS) -> dict[str, Any]:
@@ -162,15 +190,17 @@ def run_grid(grid: str, preset: str, seeds: Sequence[int], out: str | os.PathLik
         grid: a key of :data:`GRIDS`.
         preset: ``smoke``, ``cpu`` or ``gpu``: picks ``configs/<base>_<preset>.yaml``.
         seeds: the seeds (``run.seed``).
-        out: the grid's folder.
+        out: where the runs train (checkpoints included).
+        results: where each finished run's files are kept (:func:`kept_run`) and the summary
+            written; default ``out``. A run kept there is not trained again.
         only: run only the configurations with these names or slugs.
         overrides: extra ``key=value`` overrides for every run (e.g. ``optim.iterations=50``).
-        reuse: folders of other grids; a run not yet finished here whose configuration equals a
-            finished run there (:func:`find_same_run`) is copied from it, not trained again.
+        reuse: result folders of other grids; a run not yet kept here whose configuration equals
+            a run kept there (:func:`find_same_run`) is copied from it, not trained again.
         configs: the folder of the YAML files.
 
     Returns:
-        the summary (also written to ``out/summary.json`` and ``out/summary.csv``).
+        the summary (also written to ``results/summary.json`` and ``results/summary.csv``).
     """
     experiments = _check(grid, preset, seeds, configs)
     if only:
@@ -181,28 +211,26 @@ def run_grid(grid: str, preset: str, seeds: Sequence[int], out: str | os.PathLik
             raise ValueError(f"unknown configuration(s) {sorted(unknown)} in grid {grid!r}{hint}")
         experiments = [e for e in experiments if e.name in only or e.slug in only]
     out = Path(out)
+    results = Path(results) if results is not None else out
     for e in experiments:
         for seed in seeds:
+            kept = kept_run(results, e, seed)
+            if (kept / "final.json").is_file():
+                print(f"[{grid}] {e.name}, seed {seed}: kept in {kept}", file=sys.stderr,
+                      flush=True)
+                continue
             config = load_config(e.config_file(preset, configs),
                                  [*e.overrides, *overrides, f"run.seed={seed}"])
-            target = out / e.slug / f"seed{seed}"
-            same = None if (target / "final.json").exists() else find_same_run(config, reuse)
+            same = find_same_run(config, reuse)
             if same is not None:
-                print(f"[{grid}] {e.name}, seed {seed}: the same run is finished in {same}; "
-                      f"copied", file=sys.stderr, flush=True)
-                _copy_run(same, target)
+                print(f"[{grid}] {e.name}, seed {seed}: the same run is kept in {same}; copied",
+                      file=sys.stderr, flush=True)
+                keep_run(same, kept)
                 continue
             print(f"[{grid}] {e.name}, seed {seed}", file=sys.stderr, flush=True)
-            fit(config, out=target, resume=True)
-    return summarize(out, grid=grid, preset=preset, seeds=seeds, configs=configs)
-
-
-def _copy_run(source: Path, target: Path) -> None:
-    """Copy a finished run folder; ``final.json`` last, so a killed copy is copied again."""
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("final.json"))
-    shutil.copy2(source / "final.json", target / "final.json")
+            result = fit(config, out=out / e.slug / f"seed{seed}", resume=True)
+            keep_run(result.out, kept)
+    return summarize(results, grid=grid, preset=preset, seeds=seeds, configs=configs)
 
 
 def _stats(values: list[float]) -> dict[str, Any]:
@@ -217,11 +245,11 @@ def _stats(values: list[float]) -> dict[str, Any]:
 
 def summarize(out: str | os.PathLike, *, grid: str | None = None, preset: str | None = None,
               seeds: Sequence[int] | None = None, configs: Path = CONFIGS) -> dict[str, Any]:
-    """Mean and sample standard deviation over seeds of every finished run under ``out``.
+    """Mean and sample standard deviation over seeds of every run kept under ``out``.
 
-    Reads ``out/<configuration>/seed<k>/final.json``; writes ``out/summary.json`` and
-    ``out/summary.csv`` (rows in the grid's order) and returns the summary. Runs that have not
-    finished are left out and listed under ``"missing"``.
+    Reads ``out/runs/<configuration>/seed<k>/final.json`` (:func:`kept_run`); writes
+    ``out/summary.json`` and ``out/summary.csv`` (rows in the grid's order) and returns the
+    summary. Runs that have not finished are left out and listed under ``"missing"``.
     """
     out = Path(out)
     meta = _read_json(out / "summary.json") if (out / "summary.json").exists() else {}
@@ -235,10 +263,10 @@ def summarize(out: str | os.PathLike, *, grid: str | None = None, preset: str | 
     for e in GRIDS[grid]:
         finals = []
         for seed in seeds:
-            path = out / e.slug / f"seed{seed}" / "final.json"
+            path = kept_run(out, e, seed) / "final.json"
             if path.exists():
                 finals.append((seed, _read_json(path)))
-            elif (out / e.slug).exists():
+            elif path.parent.parent.exists():
                 missing.append(f"{e.slug}/seed{seed}")
         if not finals:
             continue
@@ -429,13 +457,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--grid", required=True, choices=sorted(GRIDS))
     run.add_argument("--preset", required=True, choices=grid_presets())
     run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    run.add_argument("--out", required=True)
+    run.add_argument("--out", required=True, help="where the runs train (checkpoints)")
+    run.add_argument("--results", help="where finished runs are kept and the summary written "
+                                       "(default: --out), e.g. book/results/<grid>")
     run.add_argument("--only", nargs="+", help="configuration names or slugs")
     run.add_argument("--reuse", nargs="+", default=[],
-                     help="other grids' folders: copy their finished runs of the same config")
+                     help="other grids' result folders: copy their kept runs of the same config")
     run.add_argument("overrides", nargs="*", help="key=value overrides for every run")
     summ = sub.add_parser("summarize", help="(re)write the summary of finished runs")
-    summ.add_argument("--out", required=True)
+    summ.add_argument("--out", required=True, help="the grid's result folder")
     summ.add_argument("--grid", choices=sorted(GRIDS))
     summ.add_argument("--preset", choices=grid_presets())
     summ.add_argument("--seeds", type=int, nargs="+")
@@ -444,8 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             _move_overrides(args, sys.argv[1:] if argv is None else argv)
-            s = run_grid(args.grid, args.preset, args.seeds, args.out, only=args.only,
-                         overrides=args.overrides, reuse=args.reuse or ())
+            s = run_grid(args.grid, args.preset, args.seeds, args.out, results=args.results,
+                         only=args.only, overrides=args.overrides, reuse=args.reuse or ())
         else:
             s = summarize(args.out, grid=args.grid, preset=args.preset, seeds=args.seeds)
     except (ValueError, FileNotFoundError) as e:
@@ -455,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{name:32s} AP {row['AP']['mean']:.3f} ± {row['AP']['std']:.3f}  "
               f"AP50 {row['AP50']['mean']:.3f} ± {row['AP50']['std']:.3f}  (n={len(row['seeds'])})")
     print(f"{len(s['rows'])} configurations in {time.perf_counter() - started:.0f} s; "
-          f"{Path(args.out) / 'summary.json'}", file=sys.stderr)
+          f"{Path(getattr(args, 'results', None) or args.out) / 'summary.json'}", file=sys.stderr)
     return 0
 
 

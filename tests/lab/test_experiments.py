@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -53,10 +54,36 @@ def test_run_is_resumable_and_summarised(tmp_path, monkeypatch):
     assert s2["rows"]["FL + SL1"]["AP"] == row["AP"]
 
 
+def test_kept_runs_outlive_the_training_folder(tmp_path, monkeypatch):
+    work, results = tmp_path / "work", tmp_path / "results"
+    s = experiments.run_grid("retinanet", "smoke", [0], work, results=results, only=["fl_sl1"],
+                             overrides=FAST)
+    kept = results / "runs" / "fl_sl1" / "seed0"
+    assert sorted(p.name for p in kept.iterdir()) == sorted(experiments.KEPT_FILES)
+    assert (kept / "final.json").read_bytes() == (work / "fl_sl1" / "seed0" / "final.json"
+                                                  ).read_bytes()
+    assert (results / "summary.json").is_file() and not (work / "summary.json").exists()
+    assert not list(results.rglob("*.pt"))  # small text files only: what gets committed
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a kept run was trained again")
+
+    monkeypatch.setattr(experiments, "fit", no_training)
+    shutil.rmtree(work)  # a new session: the checkpoints are gone, the committed files are not
+    again = experiments.run_grid("retinanet", "smoke", [0], work, results=results,
+                                 only=["fl_sl1"], overrides=FAST)
+    assert again["rows"]["FL + SL1"]["AP"] == s["rows"]["FL + SL1"]["AP"]
+    with pytest.raises(AssertionError, match="trained again"):  # seed 1 is not kept: it trains
+        experiments.run_grid("retinanet", "smoke", [1], work, results=results, only=["fl_sl1"],
+                             overrides=FAST)
+    with pytest.raises(FileNotFoundError, match="no finished run"):
+        experiments.keep_run(tmp_path / "nothing", tmp_path / "kept")
+
+
 def test_identical_runs_of_another_grid_are_copied_not_trained(tmp_path, monkeypatch):
     retina = tmp_path / "retinanet"
     experiments.run_grid("retinanet", "smoke", [0], retina, only=["fl_sl1"], overrides=FAST)
-    source = retina / "fl_sl1" / "seed0"
+    source = retina / "runs" / "fl_sl1" / "seed0"
     def no_training(*args, **kwargs):
         raise AssertionError("a run that was finished elsewhere was trained again")
 
@@ -64,9 +91,9 @@ def test_identical_runs_of_another_grid_are_copied_not_trained(tmp_path, monkeyp
     out = tmp_path / "outliers"
     s = experiments.run_grid("outliers", "smoke", [0], out, only=["fl_outliers_0"],
                              overrides=FAST, reuse=[retina])
-    copied = out / "fl_outliers_0" / "seed0"
+    copied = out / "runs" / "fl_outliers_0" / "seed0"
     assert (copied / "final.json").read_bytes() == (source / "final.json").read_bytes()
-    assert (copied / "checkpoints" / "last.pt").is_file()
+    assert (copied / "metrics.jsonl").read_bytes() == (source / "metrics.jsonl").read_bytes()
     ap = json.loads((source / "final.json").read_text())["ap"]["AP"]
     assert s["rows"]["FL, outliers 0%"]["AP"]["values"] == [ap]
     # another outlier fraction or seed is another run: nothing to copy, so it would train
@@ -97,6 +124,7 @@ def test_bad_requests_fail_before_any_work(tmp_path):
 
 
 def _fake_run(folder, ap: float, date: str, commit: str = "abc1234def5678") -> None:
+    folder = folder.parent.parent / "runs" / folder.parent.name / folder.name  # the kept layout
     folder.mkdir(parents=True)
     final = {"ap": {m: ap / (i + 1) for i, m in enumerate(experiments.METRICS)},
              "git_commit": commit, "git_dirty": False, "device": "cpu (2 threads)",
@@ -161,7 +189,7 @@ def test_compare_tells_a_difference_from_seed_noise(tmp_path):
 def test_overrides_written_after_only_or_reuse_still_apply(monkeypatch, tmp_path):
     seen = {}
 
-    def fake_run_grid(grid, preset, seeds, out, *, only, overrides, reuse):
+    def fake_run_grid(grid, preset, seeds, out, *, results, only, overrides, reuse):
         seen.update(only=only, overrides=list(overrides), reuse=list(reuse))
         return {"rows": {}}
 
