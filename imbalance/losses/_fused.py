@@ -17,8 +17,9 @@ values, gradients and GHM's running counts. What makes this path faster:
   written at full size. On an accelerator and under ``torch.compile``, one block.
 * **GHM's bins by one multiplication.** ``floor(g · bins)`` where it provably equals the
   comparisons with the float32 edges (:func:`_floor_is_exact`), else ``torch.bucketize``;
-  counts by ``bincount`` on the CPU and ``index_add_`` elsewhere (``bincount``'s output size
-  depends on the data: a device synchronisation on CUDA, a graph break under compile).
+  counts by ``bincount`` on the CPU (in lanes, :func:`_count_in_lanes`) and ``index_add_``
+  elsewhere (``bincount``'s output size depends on the data: a device synchronisation on
+  CUDA, a graph break under compile).
 
 **Exactness.** The formulas are rearranged so that no subtraction cancels. With a = |x|,
 s = σ(−a) ≤ 1/2 (one sigmoid, never computed as 1 − another), H = [x ≥ 0] and
@@ -29,6 +30,9 @@ v = H − t (exactly 1 − t or −t), p = σ(x) is H + s̃ with s̃ = (1 − 2H
 * 1 − p_t = p(1 − t) + (1 − p)t = |v| + s̃(1 − 2t)  (at least 1/2 when the terms differ
   in sign); ∂(1 − p_t)/∂x = p(1 − p)(1 − 2t) = s(1 − s)(1 − 2t);
 * ASL1 = √(d² + μ²) − μ = d² / (√(d² + μ²) + μ).
+
+GHM's gradient norms g are computed as in the authors' code (``|σ(x) − t|``, ``|d / √(d² +
+μ²)|``), so that every element falls in the bin the readable path and the authors' loop give.
 """
 
 from __future__ import annotations
@@ -288,21 +292,27 @@ def floor_bin_index(g: Tensor, bins: int, top: float) -> Tensor:
 LANES = 16
 
 
-def _count(idx: Tensor, size: int) -> Tensor:
-    """How many elements of the flat int32 ``idx`` fall in each of ``size`` bins, int64
-    (exact beyond 2**24)."""
+def _count_in_lanes(idx: Tensor, size: int) -> tuple[Tensor, int]:
+    """How many elements of the flat int32 ``idx`` fall in each of ``size`` bins (int64,
+    exact beyond 2**24), and the number of lanes ``idx`` now indexes: on the CPU, element i
+    moves to lane i mod LANES (``idx`` gains ``(i mod LANES) · size``, in place), so that a
+    lookup in ``LANES`` copies of a per-bin table still finds its bin's entry."""
     if idx.device.type != "cpu" or torch.compiler.is_compiling():
         # index_add_ rather than bincount, whose output size depends on the largest index:
         # a device synchronisation on CUDA, a graph break under torch.compile.
         ones = torch.ones((), dtype=torch.int64, device=idx.device).expand_as(idx)
-        return torch.zeros(size, dtype=torch.int64, device=idx.device).index_add_(0, idx, ones)
+        counts = torch.zeros(size, dtype=torch.int64, device=idx.device)
+        return counts.index_add_(0, idx, ones), 1
+    if idx.numel() < 64 * LANES:
+        return torch.bincount(idx, minlength=size), 1
     # bincount adds 1 to one counter per element; with most elements in one bin (the easy
     # examples), each addition waits for the previous one. Consecutive elements counted in
     # LANES copies of the bins, summed at the end, do not wait for each other.
-    m = idx.numel() - idx.numel() % LANES
-    offsets = torch.arange(0, LANES * size, size, dtype=idx.dtype)
-    lanes = torch.bincount((idx[:m].view(-1, LANES) + offsets).view(-1), minlength=LANES * size)
-    return lanes.view(LANES, size).sum(0) + torch.bincount(idx[m:], minlength=size)
+    n, offsets = idx.numel(), torch.arange(0, LANES * size, size, dtype=idx.dtype)
+    m = n - n % LANES
+    idx[:m].view(-1, LANES).add_(offsets)
+    idx[m:].add_(offsets[: n - m])
+    return torch.bincount(idx, minlength=LANES * size).view(LANES, size).sum(0), LANES
 
 
 def _weight_table(
@@ -344,9 +354,9 @@ def _harmonised(
         idx = floor_bin_index(g, bins, top)
         if invalid is not None:
             idx.masked_fill_(invalid, bins)
-        w = torch.index_select(
-            _weight_table(_count(idx, bins + 1), acc_sum, momentum, like.dtype), 0, idx
-        )
+        counts, lanes = _count_in_lanes(idx, bins + 1)
+        table = _weight_table(counts, acc_sum, momentum, like.dtype)
+        w = torch.index_select(table.repeat(lanes), 0, idx)
         return torch.dot(w, loss), None if grad is None else grad.mul_(w)
     stored = torch.empty(like.numel(), dtype=torch.uint8 if bins < 256 else torch.int32)
     losses, counts = torch.empty_like(like), torch.zeros(bins + 1, dtype=torch.int64)
@@ -356,8 +366,8 @@ def _harmonised(
         idx = floor_bin_index(g, bins, top)
         if invalid is not None:
             idx.masked_fill_(invalid[blk], bins)
-        counts += _count(idx, bins + 1)
         stored[blk], losses[blk] = idx, block_loss
+        counts += _count_in_lanes(idx, bins + 1)[0]
         if grad is not None:
             grad[blk] = block_grad
     table = _weight_table(counts, acc_sum, momentum, like.dtype)
