@@ -16,8 +16,9 @@ import torch
 from torch import Tensor, nn
 
 from imbalance.losses import _fused
-from imbalance.losses._elementwise import as_float, check_args, reduce, valid_mask
+from imbalance.losses._elementwise import as_float, check_args, valid_mask
 from imbalance.losses.cross_entropy import binary_cross_entropy
+from imbalance.losses.smooth_l1 import asl1_loss
 
 GHMC_TOP_EDGE, GHMR_TOP_EDGE = 1.0 + 1e-6, 1e3
 
@@ -72,16 +73,6 @@ def ghm_c_loss(inputs: Tensor, targets: Tensor, label_weight: Tensor | None = No
     return (w * binary_cross_entropy(x, t)).sum() / valid.sum().clamp(min=1)
 
 
-def asl1_loss(pred: Tensor, target: Tensor, mu: float = 0.02, reduction: str = "none") -> Tensor:
-    """Authentic smooth L1 ``sqrt(d² + μ²) - μ`` of d = pred - target (float, one shape),
-    computed as ``d² / (sqrt(d² + μ²) + μ)``, which does not cancel for ``|d| ≪ μ``."""
-    check_args(pred, target, ("pred", "target"), reduction=reduction, mu=mu)
-    d = as_float(pred) - as_float(target)
-    if _fused.applies():
-        return _fused.asl1_loss(d, mu, reduction)
-    return reduce(d * d / (torch.sqrt(d * d + mu * mu) + mu), reduction)
-
-
 def ghm_r_loss(pred: Tensor, target: Tensor, label_weight: Tensor | None = None, mu: float = 0.02,
                bins: int = 10, acc_sum: Tensor | None = None, momentum: float = 0.0) -> Tensor:
     """GHM-R, element-wise over ``pred`` and ``target`` (float, e.g. ``(anchors, 4)``);
@@ -97,13 +88,13 @@ def ghm_r_loss(pred: Tensor, target: Tensor, label_weight: Tensor | None = None,
     return (w * asl1_loss(d, torch.zeros_like(d), mu)).sum() / valid.sum().clamp(min=1)
 
 
-class GHMC(nn.Module):
-    """:func:`ghm_c_loss` whose running counts are the buffer ``acc_sum`` (float32,
-    ``(bins,)``), moved in training mode only. Defaults: the released config."""
+class _RunningCounts(nn.Module):
+    """The state of GHM with momentum: ``acc_sum`` (float32, ``(bins,)``), the running count of
+    each bin, moved in training mode only."""
 
     acc_sum: Tensor
 
-    def __init__(self, bins: int = 30, momentum: float = 0.75) -> None:
+    def __init__(self, bins: int, momentum: float) -> None:
         super().__init__()
         check_args(bins=bins, momentum=momentum)
         self.bins, self.momentum = bins, momentum
@@ -113,24 +104,31 @@ class GHMC(nn.Module):
         """Forget the running counts."""
         self.acc_sum.zero_()
 
+    def extra_repr(self) -> str:
+        return f"bins={self.bins}, momentum={self.momentum}"
+
+
+class GHMC(_RunningCounts):
+    """:func:`ghm_c_loss` with running counts. Defaults: the released config."""
+
+    def __init__(self, bins: int = 30, momentum: float = 0.75) -> None:
+        super().__init__(bins, momentum)
+
     def forward(self, inputs: Tensor, targets: Tensor, label_weight: Tensor | None = None
                 ) -> Tensor:
         m = self.momentum if self.training else 0.0
         return ghm_c_loss(inputs, targets, label_weight, self.bins, self.acc_sum, m)
 
-    def extra_repr(self) -> str:
-        return f"bins={self.bins}, momentum={self.momentum}"
 
-
-class GHMR(GHMC):
-    """:func:`ghm_r_loss` with running counts, as :class:`GHMC`. Defaults: the released config."""
+class GHMR(_RunningCounts):
+    """:func:`ghm_r_loss` with running counts. Defaults: the released config."""
 
     def __init__(self, mu: float = 0.02, bins: int = 10, momentum: float = 0.7) -> None:
         super().__init__(bins, momentum)
         check_args(mu=mu)
         self.mu = mu
 
-    def forward(self, pred: Tensor, target: Tensor, label_weight: Tensor | None = None) -> Tensor:  # type: ignore[override]
+    def forward(self, pred: Tensor, target: Tensor, label_weight: Tensor | None = None) -> Tensor:
         m = self.momentum if self.training else 0.0
         return ghm_r_loss(pred, target, label_weight, self.mu, self.bins, self.acc_sum, m)
 

@@ -1,12 +1,16 @@
-"""Smooth L1, the box-regression loss of Fast R-CNN, RetinaNet and Faster R-CNN."""
+"""Smooth L1, the box-regression loss of Fast R-CNN, RetinaNet and Faster R-CNN, and the GHM
+paper's authentic smooth L1."""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from imbalance.losses import _fused
 from imbalance.losses._elementwise import (
     as_float,
+    check_args,
     check_positive,
     check_reduction,
     check_same_shape,
@@ -36,3 +40,13 @@ def smooth_l1_loss(
     check_positive(beta, "beta", allow_zero=True)
     loss = F.smooth_l1_loss(as_float(pred), as_float(target), reduction="none", beta=beta)
     return reduce(loss, reduction)
+
+
+def asl1_loss(pred: Tensor, target: Tensor, mu: float = 0.02, reduction: str = "none") -> Tensor:
+    """Authentic smooth L1 ``sqrt(d² + μ²) - μ`` of d = pred - target (float, one shape),
+    computed as ``d² / (sqrt(d² + μ²) + μ)``, which does not cancel for ``|d| ≪ μ``."""
+    check_args(pred, target, ("pred", "target"), reduction=reduction, mu=mu)
+    d = as_float(pred) - as_float(target)
+    if _fused.applies():
+        return _fused.asl1_loss(d, mu, reduction)
+    return reduce(d * d / (torch.sqrt(d * d + mu * mu) + mu), reduction)
