@@ -13,6 +13,8 @@ import os
 import pickle
 from pathlib import Path
 
+import torch
+
 from imbalance import __version__
 from imbalance.train import FitResult, fit
 from imbalance.train.checkpoint import load_checkpoint
@@ -42,12 +44,29 @@ def use_cached_data(config: TrainConfig, cache: str | os.PathLike | None = None)
     return config
 
 
+def library_fingerprint() -> str:
+    """A hash of the library's source (every module of :mod:`imbalance` but the lab and the
+    plots) and of torch's version: what a trained run depends on besides its settings."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256(torch.__version__.encode())
+    for path in sorted(package.rglob("*.py")):
+        relative = path.relative_to(package).as_posix()
+        if relative.startswith("lab/") or relative == "plotting.py":
+            continue
+        digest.update(relative.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+_FINGERPRINT = library_fingerprint()
+
+
 def run_key(config: TrainConfig) -> str:
-    """16 hex digits that change with every setting that changes a run's result.
+    """16 hex digits that change with every setting that changes a run's result, and with the
+    code: a chapter never reads a run the current library would not have made.
 
     The settings a resumed run may change (:data:`~imbalance.train.rundir.RESUME_MAY_CHANGE`:
-    threads, progress bars, checkpoint frequency...) are left out, and the package version is in,
-    so a new release does not read back weights its models may no longer fit.
+    threads, progress bars, checkpoint frequency...) are left out; the package version and
+    :func:`library_fingerprint` are in.
     """
     values = config.to_dict()
     for dotted in RESUME_MAY_CHANGE:
@@ -56,7 +75,7 @@ def run_key(config: TrainConfig) -> str:
         for p in parents:
             section = section[p]
         section.pop(leaf, None)
-    text = json.dumps([__version__, values], sort_keys=True, default=str)
+    text = json.dumps([__version__, _FINGERPRINT, values], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

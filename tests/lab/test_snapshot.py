@@ -104,3 +104,11 @@ def test_model_options_go_to_their_sections():
     assert cache.run_key(config) != cache.run_key(other)
     assert cache.run_key(other) == cache.run_key(
         snapshot.snapshot_config("retinanet", 20, cls_loss="ce", prior_prob=0.01, progress=False))
+
+
+def test_the_cache_key_follows_the_library_code(monkeypatch):
+    config = snapshot.snapshot_config("retinanet", 3)
+    key = cache.run_key(config)
+    assert cache.library_fingerprint() == cache._FINGERPRINT  # stable, read from the sources
+    monkeypatch.setattr(cache, "_FINGERPRINT", "another version of the losses")
+    assert cache.run_key(config) != key
