@@ -17,7 +17,8 @@ from imbalance.losses import analysis
 from imbalance.losses.balanced_l1 import balanced_l1_b, balanced_l1_loss
 from imbalance.losses.cross_entropy import alpha_balanced_bce, binary_cross_entropy
 from imbalance.losses.focal import sigmoid_focal_loss
-from imbalance.losses.ghm import GHMC, GHMR, ghm_c_loss, ghm_c_weights, ghm_r_loss
+from imbalance.losses.ghm import GHMC, ghm_c_loss, ghm_c_weights
+from imbalance.losses.ghm_r import GHMR, ghm_r_loss
 from imbalance.losses.smooth_l1 import asl1_loss, smooth_l1_loss
 
 __all__ = [

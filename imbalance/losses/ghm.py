@@ -1,5 +1,6 @@
-"""Gradient Harmonizing Mechanism, GHM-C and GHM-R (Li, Liu and Wang, AAAI 2019), by the rules of
-the authors' code (``shared/reference-notes.md``; their loop over bins: :mod:`.reference`).
+"""Gradient Harmonizing Mechanism and GHM-C (Li, Liu and Wang, AAAI 2019), by the rules of the
+authors' code (``shared/reference-notes.md``; their loop over bins: :mod:`.reference`). GHM-R,
+the same mechanism on box regression, is :mod:`.ghm_r`.
 
 Each element's loss L is weighted by w = tot / (n · count of the bin of its gradient norm g),
 g = ``|σ(x) - y|`` (GHM-C) or ``|d| / sqrt(d² + μ²)``, d = pred - target (GHM-R), detached.
@@ -18,9 +19,8 @@ from torch import Tensor, nn
 from imbalance.losses import _fused
 from imbalance.losses._elementwise import as_float, check_args, valid_mask
 from imbalance.losses.cross_entropy import binary_cross_entropy
-from imbalance.losses.smooth_l1 import asl1_loss
 
-GHMC_TOP_EDGE, GHMR_TOP_EDGE = 1.0 + 1e-6, 1e3
+GHMC_TOP_EDGE = 1.0 + 1e-6
 
 
 def bin_edges(bins: int, top: float, device: torch.device | str | None = None) -> Tensor:
@@ -73,22 +73,7 @@ def ghm_c_loss(inputs: Tensor, targets: Tensor, label_weight: Tensor | None = No
     return (w * binary_cross_entropy(x, t)).sum() / valid.sum().clamp(min=1)
 
 
-def ghm_r_loss(pred: Tensor, target: Tensor, label_weight: Tensor | None = None, mu: float = 0.02,
-               bins: int = 10, acc_sum: Tensor | None = None, momentum: float = 0.0) -> Tensor:
-    """GHM-R, element-wise over ``pred`` and ``target`` (float, e.g. ``(anchors, 4)``);
-    ``label_weight > 0`` marks the positives. A float32 (or float64) scalar."""
-    check_args(pred, target, ("pred", "target"), bins=bins, mu=mu, momentum=momentum)
-    d = as_float(pred) - as_float(target)  # the gradient flows on to pred and target
-    valid = valid_mask(label_weight, d)
-    if _fused.applies():
-        lw = None if label_weight is None else valid
-        return _fused.ghm_r_loss(d, lw, mu, bins, GHMR_TOP_EDGE, acc_sum, momentum)
-    g = (d / torch.sqrt(d * d + mu * mu)).abs().detach()
-    w = harmonising_weights(g, valid, bins, GHMR_TOP_EDGE, acc_sum, momentum).to(d.dtype)
-    return (w * asl1_loss(d, torch.zeros_like(d), mu)).sum() / valid.sum().clamp(min=1)
-
-
-class _RunningCounts(nn.Module):
+class RunningCounts(nn.Module):
     """The state of GHM with momentum: ``acc_sum`` (float32, ``(bins,)``), the running count of
     each bin, moved in training mode only."""
 
@@ -108,7 +93,7 @@ class _RunningCounts(nn.Module):
         return f"bins={self.bins}, momentum={self.momentum}"
 
 
-class GHMC(_RunningCounts):
+class GHMC(RunningCounts):
     """:func:`ghm_c_loss` with running counts. Defaults: the released config."""
 
     def __init__(self, bins: int = 30, momentum: float = 0.75) -> None:
@@ -118,19 +103,3 @@ class GHMC(_RunningCounts):
                 ) -> Tensor:
         m = self.momentum if self.training else 0.0
         return ghm_c_loss(inputs, targets, label_weight, self.bins, self.acc_sum, m)
-
-
-class GHMR(_RunningCounts):
-    """:func:`ghm_r_loss` with running counts. Defaults: the released config."""
-
-    def __init__(self, mu: float = 0.02, bins: int = 10, momentum: float = 0.7) -> None:
-        super().__init__(bins, momentum)
-        check_args(mu=mu)
-        self.mu = mu
-
-    def forward(self, pred: Tensor, target: Tensor, label_weight: Tensor | None = None) -> Tensor:
-        m = self.momentum if self.training else 0.0
-        return ghm_r_loss(pred, target, label_weight, self.mu, self.bins, self.acc_sum, m)
-
-    def extra_repr(self) -> str:
-        return f"mu={self.mu}, " + super().extra_repr()

@@ -12,7 +12,8 @@ from imbalance.losses import (
     ghm_r_loss,
 )
 from imbalance.losses._fused import _floor_is_exact, floor_bin_index
-from imbalance.losses.ghm import GHMC_TOP_EDGE, GHMR_TOP_EDGE, bin_edges, bin_index
+from imbalance.losses.ghm import GHMC_TOP_EDGE, bin_edges, bin_index
+from imbalance.losses.ghm_r import GHMR_TOP_EDGE
 from imbalance.losses.reference import ghm_c_loss_loop, ghm_r_loss_loop
 
 
