@@ -7,9 +7,9 @@ Classification (logits and one-vs-all binary targets of the same shape):
 Box regression (predicted and target deltas of the same shape): :func:`smooth_l1_loss`,
 :func:`asl1_loss`, :func:`ghm_r_loss` and :class:`GHMR`, :func:`balanced_l1_loss`.
 
-The modules :mod:`.cross_entropy`, :mod:`.focal` and :mod:`.ghm` are the papers' equations;
-when only the logits need a gradient (a training step), they hand over to the private
-:mod:`._fused`, which computes the same values with a closed-form backward.
+The modules :mod:`.cross_entropy`, :mod:`.focal`, :mod:`.ghm` and :mod:`.ghm_r` are the papers'
+equations; when only the logits need a gradient (a training step), they hand over to the
+private :mod:`._fused`, which computes the same values with a closed-form backward.
 :mod:`imbalance.losses.analysis` measures gradient norms, densities and shares.
 """
 
