@@ -28,7 +28,9 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 def cache_dir() -> Path:
     """``$IMBALANCE_CACHE``, or ``~/.cache/imbalance``."""
-    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "imbalance"))
+    # resolved: the chapters run from chapters/, `make book` from the repository's root
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "imbalance")).expanduser(
+        ).resolve()
 
 
 def use_cached_data(config: TrainConfig, cache: str | os.PathLike | None = None) -> TrainConfig:

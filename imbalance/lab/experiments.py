@@ -167,16 +167,22 @@ def find_same_run(config: TrainConfig, reuse: Sequence[str | os.PathLike]) -> Pa
     """A finished run kept under one of the ``reuse`` grids' result folders
     (``runs/<configuration>/seed<k>/``) whose ``config.yaml`` equals ``config`` (up to the settings
     a resumed run may change, such as the thread count), or None."""
-    wanted = config.to_dict()
     for folder in reuse:
         for final in sorted(Path(folder).glob("runs/*/seed*/final.json")):
-            saved_file = final.parent / "config.yaml"
-            if not saved_file.is_file():
-                continue
-            saved = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
-            if not config_differences(saved, wanted, ignore=RESUME_MAY_CHANGE):
+            if (final.parent / "config.yaml").is_file() and not _differences(final.parent,
+                                                                             config):
                 return final.parent
     return None
+
+
+def _differences(run: Path, config: TrainConfig) -> list[str]:
+    """How the configuration saved in ``run/config.yaml`` differs from ``config`` (up to the
+    settings a resumed run may change); a missing file differs in everything."""
+    saved_file = run / "config.yaml"
+    if not saved_file.is_file():
+        return [f"{saved_file} is missing"]
+    saved = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
+    return config_differences(saved, config.to_dict(), ignore=RESUME_MAY_CHANGE)
 
 
 def run_grid(grid: str, preset: str, seeds: Sequence[int], out: str | os.PathLike, *,
@@ -215,12 +221,17 @@ def run_grid(grid: str, preset: str, seeds: Sequence[int], out: str | os.PathLik
     for e in experiments:
         for seed in seeds:
             kept = kept_run(results, e, seed)
+            config = load_config(e.config_file(preset, configs),
+                                 [*e.overrides, *overrides, f"run.seed={seed}"])
             if (kept / "final.json").is_file():
+                differences = _differences(kept, config)
+                if differences:
+                    raise ValueError(f"{kept} keeps a run of another configuration "
+                                     f"({'; '.join(differences[:3])}); move it away, or run "
+                                     f"with its settings")
                 print(f"[{grid}] {e.name}, seed {seed}: kept in {kept}", file=sys.stderr,
                       flush=True)
                 continue
-            config = load_config(e.config_file(preset, configs),
-                                 [*e.overrides, *overrides, f"run.seed={seed}"])
             same = find_same_run(config, reuse)
             if same is not None:
                 print(f"[{grid}] {e.name}, seed {seed}: the same run is kept in {same}; copied",
@@ -244,7 +255,8 @@ def _stats(values: list[float]) -> dict[str, Any]:
 
 
 def summarize(out: str | os.PathLike, *, grid: str | None = None, preset: str | None = None,
-              seeds: Sequence[int] | None = None, configs: Path = CONFIGS) -> dict[str, Any]:
+              seeds: Sequence[int] | None = None, configs: Path = CONFIGS,
+              force: bool = False) -> dict[str, Any]:
     """Mean and sample standard deviation over seeds of every run kept under ``out``.
 
     Reads ``out/runs/<configuration>/seed<k>/final.json`` (:func:`kept_run`); writes
@@ -274,6 +286,12 @@ def summarize(out: str | os.PathLike, *, grid: str | None = None, preset: str | 
         rows[e.name]["seeds"] = [s for s, _ in finals]
         rows[e.name]["overrides"] = list(e.overrides)
         runs += [_provenance(f) for _, f in finals]
+    lost = sorted(set(meta.get("rows", {})) - set(rows))
+    if lost and not force:
+        raise ValueError(f"{out / 'summary.json'} has rows that no kept run under "
+                         f"{out / 'runs'} supports: {lost}; rewriting it would drop them "
+                         f"(summaries made before the kept-run layout have no runs/ folder). "
+                         f"Pass force=True (--force) to rewrite it anyway")
     summary = {
         "grid": grid, "preset": preset, "seeds": seeds, "metrics": list(METRICS), "rows": rows,
         "missing": missing,
@@ -313,7 +331,7 @@ def read_summary(path: str | os.PathLike) -> dict[str, Any]:
         path = path / "summary.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; make it with `python -m "
-                                f"imbalance.experiments run --grid <grid> --preset <preset> "
+                                f"imbalance.lab.experiments run --grid <grid> --preset <preset> "
                                 f"--out {path.parent}`")
     try:
         summary = _read_json(path)
@@ -469,6 +487,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     summ.add_argument("--grid", choices=sorted(GRIDS))
     summ.add_argument("--preset", choices=grid_presets())
     summ.add_argument("--seeds", type=int, nargs="+")
+    summ.add_argument("--force", action="store_true",
+                      help="rewrite even if rows of the existing summary would be dropped")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:
@@ -477,7 +497,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             s = run_grid(args.grid, args.preset, args.seeds, args.out, results=args.results,
                          only=args.only, overrides=args.overrides, reuse=args.reuse or ())
         else:
-            s = summarize(args.out, grid=args.grid, preset=args.preset, seeds=args.seeds)
+            s = summarize(args.out, grid=args.grid, preset=args.preset, seeds=args.seeds,
+                          force=args.force)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -76,7 +76,7 @@ def scored_proposals(model: nn.Module, dataset: CocoDetection, num_images: int =
     ``model`` is a torchvision ``FasterRCNN`` whose ``roi_heads`` has ``proposal_matcher``,
     ``box_roi_pool``, ``box_head`` and ``box_predictor`` (e.g. :func:`imbalance.models.libra_rcnn`).
     The proposals are the RPN's in evaluation mode (``rpn_post_nms_top_n_test`` per image, as
-    :func:`imbalance.snapshot.rpn_proposals`); ``add_gt`` appends the gt boxes as training does.
+    :func:`imbalance.lab.snapshot.rpn_proposals`); ``add_gt`` appends the gt boxes as training does.
     Labels follow the matcher's thresholds, as ``LibraRoIHeads.sample_proposals``. The model is
     left in the mode it was in. No randomness is used.
     """

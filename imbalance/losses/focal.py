@@ -59,7 +59,8 @@ def sigmoid_focal_loss(
     p, one_minus_p = torch.sigmoid(x), torch.sigmoid(-x)
     ce = binary_cross_entropy(x, t)  # -log p_t
     q = p * (1 - t) + one_minus_p * t  # 1 - p_t
-    loss = q**gamma * ce
+    # clamped: q underflows to 0 for |x| > ~88, where q**γ (γ < 1) has an infinite derivative
+    loss = q.clamp_min(torch.finfo(q.dtype).tiny) ** gamma * ce
     if alpha >= 0:
         loss = alpha_t(t, alpha) * loss
     return reduce(loss, reduction)

@@ -78,6 +78,23 @@ def test_kept_runs_outlive_the_training_folder(tmp_path, monkeypatch):
                              overrides=FAST)
     with pytest.raises(FileNotFoundError, match="no finished run"):
         experiments.keep_run(tmp_path / "nothing", tmp_path / "kept")
+    # a kept run of another configuration is refused, not silently averaged in
+    with pytest.raises(ValueError, match="another configuration.*optim.lr"):
+        experiments.run_grid("retinanet", "smoke", [0], work, results=results, only=["fl_sl1"],
+                             overrides=[*FAST, "optim.lr=0.5"])
+
+
+def test_summarize_does_not_drop_the_rows_of_an_older_summary(tmp_path):
+    out = tmp_path / "grid"
+    _fake_run(out / "fl_sl1" / "seed0", 0.30, "2026-12-01T10:00:00+00:00")
+    _fake_run(out / "ghm_c_sl1" / "seed0", 0.20, "2026-12-01T11:00:00+00:00")
+    experiments.summarize(out, grid="retinanet", preset="cpu", seeds=[0])
+    shutil.rmtree(out / "runs" / "ghm_c_sl1")
+    before = (out / "summary.json").read_text()
+    with pytest.raises(ValueError, match="GHM-C \\+ SL1"):
+        experiments.summarize(out)
+    assert (out / "summary.json").read_text() == before
+    assert list(experiments.summarize(out, force=True)["rows"]) == ["FL + SL1"]
 
 
 def test_identical_runs_of_another_grid_are_copied_not_trained(tmp_path, monkeypatch):
@@ -154,7 +171,7 @@ def test_summaries_read_back_as_tables_with_their_provenance(tmp_path):
     command = "python -m imbalance.experiments run --grid retinanet"
     assert s["provenance"]["run_commands"] == [command]
     assert text.endswith(f"Command(s): {command}")
-    with pytest.raises(FileNotFoundError, match="imbalance.experiments run"):
+    with pytest.raises(FileNotFoundError, match="imbalance.lab.experiments run"):
         experiments.read_summary(tmp_path / "nothing")
     (tmp_path / "bad.json").write_text(json.dumps({"grid": "retinanet"}))
     with pytest.raises(ValueError, match="not a grid summary"):
