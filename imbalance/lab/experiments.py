@@ -46,9 +46,14 @@ import yaml
 from imbalance.evaluation import METRICS
 from imbalance.files import write_atomic, write_json_atomic, write_text_atomic
 from imbalance.lab.cache import CONFIGS
+from imbalance.lab.statistics import welch_interval
 from imbalance.train import PRESETS, TrainConfig, fit, load_config
 from imbalance.train.config import config_differences
 from imbalance.train.rundir import RESUME_MAY_CHANGE
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,7 @@ class Experiment:
     @property
     def slug(self) -> str:
         """The folder name of the configuration."""
-        return re.sub(r"[^a-z0-9]+", "_", self.name.lower()).strip("_")
+        return _slug(self.name)
 
     def config_file(self, preset: str, configs: Path = CONFIGS) -> Path:
         return configs / f"{self.base}_{preset}.yaml"
@@ -114,9 +119,56 @@ def _outliers() -> list[Experiment]:
     ]
 
 
+def _pilot() -> list[Experiment]:
+    # issue 12's pilot: the baselines whose convergence the protocol must show, GHM in both
+    # wirings, and Libra R-CNN (for the learning-rate sweep)
+    def r(name: str, cls: str, box: str, scope: str) -> Experiment:
+        return Experiment(name, "retinanet_focal", (f"model.cls_loss={cls}",
+                                                    f"model.box_loss={box}",
+                                                    f"model.options.ghm_scope={scope}"))
+
+    off = ("model.iou_balanced=false", "model.bfp=false", "model.balanced_l1=false")
+    return [
+        Experiment("FL + SL1", "retinanet_focal",
+                   ("model.cls_loss=focal", "model.box_loss=smooth_l1")),
+        Experiment("Faster R-CNN (beta 1)", "libra_rcnn", off),
+        r("GHM-C + SL1 (level)", "ghm_c", "smooth_l1", "level"),
+        r("GHM-C + SL1 (batch)", "ghm_c", "smooth_l1", "batch"),
+        r("FL + GHM-R (level)", "focal", "ghm_r", "level"),
+        r("FL + GHM-R (batch)", "focal", "ghm_r", "batch"),
+        Experiment("Libra R-CNN (all three)", "libra_rcnn",
+                   ("model.iou_balanced=true", "model.bfp=true", "model.balanced_l1=true")),
+    ]
+
+
 GRIDS: dict[str, list[Experiment]] = {
-    "retinanet": _retinanet(), "libra": _libra(), "outliers": _outliers(),
+    "retinanet": _retinanet(), "libra": _libra(), "outliers": _outliers(), "pilot": _pilot(),
 }
+
+
+def variants(experiments: Sequence[Experiment], schedules: Sequence[float] = (1.0,),
+             lr_factors: Sequence[float] = (1.0,)) -> list[Experiment]:
+    """Each experiment at each schedule length (``optim.schedule``: the ladder) and learning-rate
+    factor (``optim.lr_factor``: the sweep). The 1x variants keep the experiment's own name;
+    the others are named e.g. ``"FL + SL1 [schedule 0.5x]"`` or ``"FL + SL1 [lr 2x]"``."""
+    for values, what in ((schedules, "schedules"), (lr_factors, "lr_factors")):
+        if not values or len(set(values)) != len(values) or any(
+                not (isinstance(v, int | float) and math.isfinite(v) and v > 0) for v in values):
+            raise ValueError(f"{what} must be distinct positive numbers, got {list(values)}")
+    out = []
+    for e in experiments:
+        for schedule in schedules:
+            for factor in lr_factors:
+                tags, extra = [], []
+                if schedule != 1:
+                    tags.append(f"schedule {schedule:g}x")
+                    extra.append(f"optim.schedule={schedule:g}")
+                if factor != 1:
+                    tags.append(f"lr {factor:g}x")
+                    extra.append(f"optim.lr_factor={factor:g}")
+                name = f"{e.name} [{', '.join(tags)}]" if tags else e.name
+                out.append(Experiment(name, e.base, (*e.overrides, *extra)))
+    return out
 
 
 def grid_presets(configs: Path = CONFIGS) -> tuple[str, ...]:
@@ -182,6 +234,8 @@ def _differences(run: Path, config: TrainConfig) -> list[str]:
     if not saved_file.is_file():
         return [f"{saved_file} is missing"]
     saved = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
+    # read through the dataclasses: a field added since the run was kept takes its default
+    saved = TrainConfig.from_dict(saved).to_dict()
     return config_differences(saved, config.to_dict(), ignore=RESUME_MAY_CHANGE)
 
 
@@ -189,6 +243,7 @@ def run_grid(grid: str, preset: str, seeds: Sequence[int], out: str | os.PathLik
              results: str | os.PathLike | None = None,
              only: Sequence[str] | None = None, overrides: Sequence[str] = (),
              reuse: Sequence[str | os.PathLike] = (),
+             schedules: Sequence[float] = (1.0,), lr_factors: Sequence[float] = (1.0,),
              configs: Path = CONFIGS) -> dict[str, Any]:
     """Train every configuration of ``grid`` with every seed (resumably), then summarise.
 
@@ -203,6 +258,8 @@ def run_grid(grid: str, preset: str, seeds: Sequence[int], out: str | os.PathLik
         overrides: extra ``key=value`` overrides for every run (e.g. ``optim.iterations=50``).
         reuse: result folders of other grids; a run not yet kept here whose configuration equals
             a run kept there (:func:`find_same_run`) is copied from it, not trained again.
+        schedules, lr_factors: run each configuration at these schedule lengths and learning
+            rate factors (:func:`variants`: the ladder and the sweep).
         configs: the folder of the YAML files.
 
     Returns:
@@ -210,12 +267,14 @@ def run_grid(grid: str, preset: str, seeds: Sequence[int], out: str | os.PathLik
     """
     experiments = _check(grid, preset, seeds, configs)
     if only:
-        unknown = set(only) - {e.name for e in experiments} - {e.slug for e in experiments}
+        unknown = {o for o in only if _slug(o) not in {e.slug for e in experiments}}
+        only = [_slug(o) for o in only]
         if unknown:
             hint = ("; key=value overrides go before --only, which takes every word after it"
                     if any("=" in u for u in unknown) else "")
             raise ValueError(f"unknown configuration(s) {sorted(unknown)} in grid {grid!r}{hint}")
-        experiments = [e for e in experiments if e.name in only or e.slug in only]
+        experiments = [e for e in experiments if e.slug in only]
+    experiments = variants(experiments, schedules, lr_factors)
     out = Path(out)
     results = Path(results) if results is not None else out
     for e in experiments:
@@ -241,7 +300,8 @@ def run_grid(grid: str, preset: str, seeds: Sequence[int], out: str | os.PathLik
             print(f"[{grid}] {e.name}, seed {seed}", file=sys.stderr, flush=True)
             result = fit(config, out=out / e.slug / f"seed{seed}", resume=True)
             keep_run(result.out, kept)
-    return summarize(results, grid=grid, preset=preset, seeds=seeds, configs=configs)
+    return summarize(results, grid=grid, preset=preset, seeds=seeds, configs=configs,
+                     schedules=schedules, lr_factors=lr_factors)
 
 
 def _stats(values: list[float]) -> dict[str, Any]:
@@ -256,7 +316,8 @@ def _stats(values: list[float]) -> dict[str, Any]:
 
 def summarize(out: str | os.PathLike, *, grid: str | None = None, preset: str | None = None,
               seeds: Sequence[int] | None = None, configs: Path = CONFIGS,
-              force: bool = False) -> dict[str, Any]:
+              force: bool = False, schedules: Sequence[float] | None = None,
+              lr_factors: Sequence[float] | None = None) -> dict[str, Any]:
     """Mean and sample standard deviation over seeds of every run kept under ``out``.
 
     Reads ``out/runs/<configuration>/seed<k>/final.json`` (:func:`kept_run`); writes
@@ -268,11 +329,13 @@ def summarize(out: str | os.PathLike, *, grid: str | None = None, preset: str | 
     grid = grid or meta.get("grid")
     preset = preset or meta.get("preset")
     seeds = list(seeds if seeds is not None else meta.get("seeds", []))
+    schedules = list(schedules if schedules is not None else meta.get("schedules", [1.0]))
+    lr_factors = list(lr_factors if lr_factors is not None else meta.get("lr_factors", [1.0]))
     if grid not in GRIDS:
         raise ValueError(f"unknown grid {grid!r}; give --grid (one of {sorted(GRIDS)})")
     rows: dict[str, Any] = {}
     runs, missing = [], []
-    for e in GRIDS[grid]:
+    for e in variants(GRIDS[grid], schedules, lr_factors):
         finals = []
         for seed in seeds:
             path = kept_run(out, e, seed) / "final.json"
@@ -293,7 +356,8 @@ def summarize(out: str | os.PathLike, *, grid: str | None = None, preset: str | 
                          f"(summaries made before the kept-run layout have no runs/ folder). "
                          f"Pass force=True (--force) to rewrite it anyway")
     summary = {
-        "grid": grid, "preset": preset, "seeds": seeds, "metrics": list(METRICS), "rows": rows,
+        "grid": grid, "preset": preset, "seeds": seeds, "schedules": schedules,
+        "lr_factors": lr_factors, "metrics": list(METRICS), "rows": rows,
         "missing": missing,
         "provenance": {
             "command": " ".join(["python -m imbalance.lab.experiments", *sys.argv[1:]])
@@ -356,12 +420,14 @@ def summary_table(summary: dict[str, Any], metrics: Sequence[str] = METRICS,
 
 @dataclass(frozen=True)
 class Comparison:
-    """Configuration ``a`` against ``b`` on one metric, over seeds.
+    """Configuration ``a`` against ``b`` on one metric, over seeds: Welch's 95 % t-interval on
+    the difference of the means (:func:`imbalance.lab.statistics.welch_interval`).
 
     Attributes:
         difference: mean of ``a`` minus mean of ``b``.
-        stderr: the standard error of that difference, sqrt(s_a²/n_a + s_b²/n_b) (Welch's).
-        ratio: ``difference / stderr`` (inf when both spreads are 0 and the means differ).
+        stderr: the standard error of that difference, sqrt(s_a²/n_a + s_b²/n_b).
+        df: Welch-Satterthwaite's degrees of freedom.
+        low, high: the 95 % interval.
     """
 
     a: str
@@ -369,24 +435,23 @@ class Comparison:
     metric: str
     difference: float
     stderr: float
-
-    @property
-    def ratio(self) -> float:
-        if self.stderr > 0:
-            return self.difference / self.stderr
-        return 0.0 if self.difference == 0 else math.copysign(math.inf, self.difference)
+    df: float
+    low: float
+    high: float
 
     @property
     def verdict(self) -> str:
-        """``"higher"`` or ``"lower"`` when the means differ by more than two standard errors,
-        else ``"within noise"``."""
-        if abs(self.ratio) <= 2:
-            return "within noise"
-        return "higher" if self.difference > 0 else "lower"
+        """``"higher"`` or ``"lower"`` when the 95 % interval excludes 0, else
+        ``"inconclusive"``."""
+        if self.low > 0:
+            return "higher"
+        if self.high < 0:
+            return "lower"
+        return "inconclusive"
 
     def __str__(self) -> str:
-        return (f"{self.a} vs {self.b}: {self.metric} {100 * self.difference:+.1f} ± "
-                f"{100 * self.stderr:.1f} points ({self.verdict})")
+        return (f"{self.a} vs {self.b}: {self.metric} {100 * self.difference:+.1f} points, 95 % "
+                f"interval [{100 * self.low:+.1f}, {100 * self.high:+.1f}] ({self.verdict})")
 
 
 def compare(summary: dict[str, Any], a: str, b: str, metric: str = "AP") -> Comparison:
@@ -403,9 +468,8 @@ def compare(summary: dict[str, Any], a: str, b: str, metric: str = "AP") -> Comp
     if len(va) < 2 or len(vb) < 2:
         raise ValueError(f"compare needs two seeds or more of each; {a!r} has {len(va)}, "
                          f"{b!r} has {len(vb)}")
-    sa, sb = _stats(va), _stats(vb)
-    stderr = math.sqrt(sa["std"] ** 2 / len(va) + sb["std"] ** 2 / len(vb))
-    return Comparison(a, b, metric, sa["mean"] - sb["mean"], stderr)
+    w = welch_interval(va, vb)
+    return Comparison(a, b, metric, w.difference, w.stderr, w.df, w.low, w.high)
 
 
 def describe_provenance(summary: dict[str, Any]) -> str:
@@ -481,6 +545,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--only", nargs="+", help="configuration names or slugs")
     run.add_argument("--reuse", nargs="+", default=[],
                      help="other grids' result folders: copy their kept runs of the same config")
+    run.add_argument("--schedules", type=float, nargs="+", default=[1.0],
+                     help="schedule lengths, multiples of the preset's (the ladder: 0.25 0.5 1 2)")
+    run.add_argument("--lr-factors", type=float, nargs="+", default=[1.0],
+                     help="learning-rate factors of the scaled rate (the sweep: 0.5 1 2)")
     run.add_argument("overrides", nargs="*", help="key=value overrides for every run")
     summ = sub.add_parser("summarize", help="(re)write the summary of finished runs")
     summ.add_argument("--out", required=True, help="the grid's result folder")
@@ -495,7 +563,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             _move_overrides(args, sys.argv[1:] if argv is None else argv)
             s = run_grid(args.grid, args.preset, args.seeds, args.out, results=args.results,
-                         only=args.only, overrides=args.overrides, reuse=args.reuse or ())
+                         only=args.only, overrides=args.overrides, reuse=args.reuse or (),
+                         schedules=args.schedules, lr_factors=args.lr_factors)
         else:
             s = summarize(args.out, grid=args.grid, preset=args.preset, seeds=args.seeds,
                           force=args.force)

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import boxes as box_ops
 
@@ -55,7 +56,9 @@ __all__ = [
 #: paper's and the authors' Libra R-CNN config).
 BALANCED_L1_DEFAULTS: dict[str, float] = signature_defaults(balanced_l1_loss, "alpha", "gamma",
                                                             "beta")
-SMOOTH_L1_BETA = 1 / 9  # torchvision's fastrcnn_loss
+#: The second stage's smooth L1 beta without Balanced L1: 1.0 as the Libra authors' Faster R-CNN
+#: (torchvision's ``fastrcnn_loss`` uses 1/9).
+SMOOTH_L1_BETA = 1.0
 
 BoxLossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -339,15 +342,19 @@ def libra_rcnn(
     fpn_channels: int = 256,
     num_bins: int = 3,
     binning: str = "paper",
+    floor_thr: float = -1,
     balanced_l1_options: dict[str, float] | None = None,
+    smooth_l1_beta: float = SMOOTH_L1_BETA,
+    representation_size: int = 1024,
     **kwargs: Any,
 ) -> FasterRCNN:
     """Libra R-CNN as torchvision's ``FasterRCNN`` + FPN, from scratch, each component a switch.
 
-    With all three switches off this *is* the Faster R-CNN + FPN baseline: torchvision's model
-    with uniform RoI sampling and smooth L1 (beta 1/9); only the backbone's normalisation
+    With all three switches off this *is* the Faster R-CNN + FPN baseline of the Libra authors:
+    torchvision's model with uniform RoI sampling and a second-stage smooth L1 with beta 1 (the
+    authors' config; torchvision's is 1/9, ``smooth_l1_beta``); the backbone's normalisation
     (trainable BatchNorm or GroupNorm instead of frozen BatchNorm, see
-    :mod:`imbalance.models.backbones`) differs from torchvision's recipe.
+    :mod:`imbalance.models.backbones`) also differs from torchvision's recipe.
 
     Args:
         num_classes: K, the number of object categories (labels 1..K; the model has ``K + 1``
@@ -363,16 +370,24 @@ def libra_rcnn(
         bfp: put a :class:`~imbalance.necks.BalancedFeaturePyramid` (non-local refinement,
             refine level 2 of the five levels P2..P6) after the FPN.
         balanced_l1: second-stage box loss :func:`~imbalance.losses.balanced_l1_loss`
-            (alpha 0.5, gamma 1.5, beta 1, loss weight 1); off: smooth L1 with beta 1/9 as in
-            torchvision. Either way the sum over the positives' deltas is divided by the number
-            of sampled RoIs, as torchvision's ``fastrcnn_loss`` (and the authors' ``avg_factor``)
-            does. The RPN's losses are torchvision's in all cases.
+            (alpha 0.5, gamma 1.5, beta 1, loss weight 1); off: smooth L1 with
+            ``smooth_l1_beta``. Either way the sum over the positives' deltas is divided by the
+            number of sampled RoIs, as torchvision's ``fastrcnn_loss`` (and the authors'
+            ``avg_factor``) does. The RPN's losses are torchvision's in all cases.
         norm: ``"bn"`` or ``"gn"`` in the ResNet (see :func:`imbalance.models.resnet_fpn`).
         fpn_channels: width of the FPN (and BFP) maps.
         num_bins: IoU bins of the negative sampler (3 in the paper).
         binning: ``"paper"`` or ``"authors"``, see below.
+        floor_thr: the negative sampler's floor-pool threshold: ``-1`` (default) bins every
+            negative; ``0`` keeps the IoU == 0 negatives in a floor pool, as the authors' sampler
+            does from its second call on. ``binning="authors", floor_thr=0`` is the released
+            sampler's behaviour, ``binning="paper", floor_thr=-1`` the paper's intent.
         balanced_l1_options: overrides of ``alpha``, ``gamma``, ``beta`` (used only with
             ``balanced_l1=True``; checked either way).
+        smooth_l1_beta: beta of the second stage's smooth L1 without Balanced L1: 1.0 (the
+            authors' Faster R-CNN, default) or torchvision's 1/9.
+        representation_size: width of the two-MLP box head (1024 in the papers; a narrow FPN
+            can take a narrower head).
         **kwargs: passed to torchvision's ``FasterRCNN``: ``min_size``, ``max_size``,
             ``rpn_pre_nms_top_n_train``, ``rpn_post_nms_top_n_train``, ``rpn_pre_nms_top_n_test``,
             ``rpn_post_nms_top_n_test``, ``box_batch_size_per_image`` (512, as the authors),
@@ -395,11 +410,10 @@ def libra_rcnn(
       (its share is drawn uniformly from the rest of the IoU pool).
     * The negative sampler is stateless with ``floor_thr=-1``: every negative is binned on every
       call. The authors' sampler does that on its first call only, then switches itself to
-      ``floor_thr=0`` (IoU == 0 negatives as a separate floor pool). For that behaviour set
-      ``model.roi_heads.neg_sampler = IoUBalancedNegativeSampler(3, floor_thr=0,
-      binning="authors")``.
-    * The rest is torchvision's Faster R-CNN rather than mmdetection's (e.g. smooth L1 with beta
-      1/9 in the baseline, torchvision's RPN and RoIAlign settings).
+      ``floor_thr=0`` (IoU == 0 negatives as a separate floor pool): ``floor_thr=0`` with
+      ``binning="authors"`` is its behaviour from then on.
+    * The rest is torchvision's Faster R-CNN rather than mmdetection's (torchvision's RPN and
+      RoIAlign settings).
 
     CPU runs: small images and fewer RoIs keep a step cheap, e.g. ``min_size=320,
     max_size=512, rpn_pre_nms_top_n_train=1000, rpn_post_nms_top_n_train=500,
@@ -415,14 +429,25 @@ def libra_rcnn(
         raise ValueError(f"unknown binning {binning!r}; expected one of {BINNINGS}")
     if isinstance(fpn_channels, bool) or not isinstance(fpn_channels, int) or fpn_channels < 1:
         raise ValueError(f"fpn_channels must be an int >= 1, got {fpn_channels!r}")
+    size_ok = isinstance(representation_size, int) and not isinstance(representation_size, bool)
+    if not size_ok or representation_size < 1:
+        raise ValueError(f"representation_size must be an int >= 1, got {representation_size!r}")
+    beta_ok = isinstance(smooth_l1_beta, int | float) and not isinstance(smooth_l1_beta, bool)
+    if not beta_ok or not math.isfinite(smooth_l1_beta) or smooth_l1_beta <= 0:
+        raise ValueError(f"smooth_l1_beta must be a number > 0, got {smooth_l1_beta!r}")
+    if floor_thr not in (-1, 0):
+        raise ValueError(f"floor_thr must be -1 (no floor pool) or 0 (the authors' floor pool "
+                         f"of IoU == 0 negatives), got {floor_thr!r}")
     l1_options = _check_balanced_l1_options(balanced_l1_options)
-    iou_sampler = IoUBalancedNegativeSampler(num_bins, binning=binning)  # checks num_bins
+    iou_sampler = IoUBalancedNegativeSampler(num_bins, floor_thr=floor_thr, binning=binning)
 
     features: nn.Module = resnet_fpn(backbone, norm=norm, fpn_channels=fpn_channels)
     if bfp:
         neck = BalancedFeaturePyramid(fpn_channels, 5, refine_level=2, refine="non_local")
         features = BackboneWithNeck(features, neck)
-    model = FasterRCNN(features, num_classes=num_classes + 1, **kwargs)
+    box_head = TwoMLPHead(fpn_channels * 7 * 7, representation_size)
+    predictor = FastRCNNPredictor(representation_size, num_classes + 1)
+    model = FasterRCNN(features, box_head=box_head, box_predictor=predictor, **kwargs)
 
     samplers: tuple[Sampler, Sampler]
     if iou_balanced:
@@ -432,7 +457,7 @@ def libra_rcnn(
     if balanced_l1:
         box_loss: BoxLossFn = partial(balanced_l1_loss, **l1_options, reduction="sum")
     else:
-        box_loss = partial(F.smooth_l1_loss, beta=SMOOTH_L1_BETA, reduction="sum")
+        box_loss = partial(F.smooth_l1_loss, beta=float(smooth_l1_beta), reduction="sum")
     model.roi_heads = LibraRoIHeads.from_roi_heads(
         model.roi_heads, pos_sampler=samplers[0], neg_sampler=samplers[1], box_loss=box_loss
     )

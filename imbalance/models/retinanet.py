@@ -6,7 +6,8 @@ box's best anchors), the box coder, the image transform and the post-processing.
 
 * :class:`ClassificationLoss` (``ce``, ``alpha_ce``, ``focal``, ``ghm_c``) and :class:`BoxLoss`
   (``l1``, ``smooth_l1``, ``asl1``, ``ghm_r``, ``balanced_l1``, ``giou``), applied by
-  :class:`RetinaNetHead` to the anchors of the whole batch at once;
+  :class:`RetinaNetHead` to the anchors of the whole batch (GHM per pyramid level by default,
+  see below);
 * the classifier has K outputs (one sigmoid per object class, as in the paper) rather than
   torchvision's K + 1, and detections are labelled 1..K;
 * the backbone is trained from scratch (:func:`~imbalance.models.backbones.resnet_fpn`), and the
@@ -22,11 +23,15 @@ share of the batch. GHM-C and GHM-R normalise themselves (their
 harmonised weights sum to the number of valid elements) and ignore the positive count, as the
 authors' code does.
 
-**GHM histograms.** The gradient-norm histogram (and its EMA) is taken over all valid anchors of
-the batch, in one call per iteration. The authors' RetinaNet head calls the loss once per pyramid
-level, so their histogram is per level and their EMA advances five times an iteration: a level
-full of easy anchors is harmonised on its own. Ours harmonises the whole pyramid together, which
-is what the paper's equations describe.
+**GHM histograms** (``ghm_scope``). ``"level"`` (default) wires GHM-C and GHM-R as the
+authors' RetinaNet head does: the loss is called once per pyramid level, on the valid anchors of
+every image of the batch at that level, by one shared module whose running counts (EMA) therefore
+advance once per level call, five times an iteration; the five self-normalised level losses are
+summed (loss weights 1 and 10, the released config). A level has its own histogram, but the
+shared EMA mixes the levels' counts, so a level's weights also depend on the levels called
+before it. ``"batch"`` calls each GHM loss once per iteration over the valid anchors of the whole
+pyramid: one histogram, the EMA advanced once, which is what the paper's equations describe.
+The other losses are sums divided by the positive count, the same under either scope.
 """
 
 from __future__ import annotations
@@ -55,11 +60,14 @@ from imbalance.losses import (
     sigmoid_focal_loss,
     smooth_l1_loss,
 )
+from imbalance.losses.ghm import GHMC_TOP_EDGE, bin_index, harmonising_weights
+from imbalance.losses.ghm_r import GHMR_TOP_EDGE
 from imbalance.models.backbones import norm_layer, resnet_fpn
 from imbalance.models.loss_defaults import signature_defaults
 
 CLS_LOSSES: tuple[str, ...] = ("ce", "alpha_ce", "focal", "ghm_c")
 BOX_LOSSES: tuple[str, ...] = ("l1", "smooth_l1", "asl1", "ghm_r", "balanced_l1", "giou")
+GHM_SCOPES: tuple[str, ...] = ("level", "batch")
 
 # Each loss parameter's default is the loss function's own (models.loss_defaults); the numbers
 # written here are where the released configs differ: the Focal Loss paper's best alpha for
@@ -95,6 +103,49 @@ def _options(kind: str, name: str, defaults: Mapping[str, Mapping[str, float]],
     return options
 
 
+class GHMStats:
+    """What a GHM loss did in the calls since the last :meth:`read` (one iteration): the mean
+    number of non-empty bins per call and, for GHM-C, the share of the gradient norm that falls
+    on the positives' elements (``Σ_pos w·g / Σ w·g`` per call, summed over the calls with each
+    call's normalisation, as the gradients add up)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.bins: Tensor | float = 0.0
+        self.positive: Tensor | float = 0.0
+        self.total: Tensor | float = 0.0
+
+    def add(self, g: Tensor, positive: Tensor | None, module: nn.Module, acc_before: Tensor,
+            top: float) -> None:
+        """One call: ``g`` the gradient norms of its valid elements, ``positive`` a bool mask of
+        the positives' elements (``None``: no share), ``module`` the GHM module and
+        ``acc_before`` its running counts before the call (the weights are recomputed from
+        them exactly)."""
+        valid = torch.ones_like(g, dtype=torch.bool)
+        idx = bin_index(g, module.bins, top).long()
+        counts = torch.zeros(module.bins, device=g.device).index_add_(0, idx.flatten(),
+                                                                      valid.flatten().float())
+        self.calls += 1
+        self.bins = self.bins + (counts > 0).sum()
+        if positive is not None:
+            m = module.momentum if module.training else 0.0
+            w = harmonising_weights(g, valid, module.bins, top, acc_before, m)
+            grad = w * g / max(g.numel(), 1)
+            self.positive = self.positive + grad[positive].sum()
+            self.total = self.total + grad.sum()
+
+    def read(self, prefix: str) -> dict[str, float]:
+        """The iteration's statistics, named ``<prefix>_bins`` and ``<prefix>_positive_grad``;
+        then start over. Empty if the loss was not called."""
+        if self.calls == 0:
+            return {}
+        out = {f"{prefix}_bins": float(self.bins) / self.calls}
+        if float(self.total) > 0:
+            out[f"{prefix}_positive_grad"] = float(self.positive) / float(self.total)
+        self.__init__()
+        return out
+
+
 class ClassificationLoss(nn.Module):
     """The classification loss of a dense detector, over the valid anchors of a batch.
 
@@ -119,11 +170,18 @@ class ClassificationLoss(nn.Module):
         self.loss_weight = float(self.options["loss_weight"])
         self.ghm = (GHMC(int(self.options["bins"]), float(self.options["momentum"]))
                     if name == "ghm_c" else None)
+        self.stats = GHMStats()
 
     def forward(self, logits: Tensor, targets: Tensor, num_pos: Tensor) -> Tensor:
         o = self.options
         if self.ghm is not None:
-            return self.loss_weight * self.ghm(logits, targets)
+            before = self.ghm.acc_sum.clone()
+            loss = self.loss_weight * self.ghm(logits, targets)
+            if self.training:
+                with torch.no_grad():
+                    g = (torch.sigmoid(logits.detach().float()) - targets).abs()
+                    self.stats.add(g, targets > 0, self.ghm, before, GHMC_TOP_EDGE)
+            return loss
         if self.name == "ce":
             loss = binary_cross_entropy(logits, targets, reduction="sum")
         elif self.name == "alpha_ce":
@@ -160,6 +218,7 @@ class BoxLoss(nn.Module):
         self.loss_weight = float(self.options["loss_weight"])
         self.ghm = (GHMR(float(self.options["mu"]), int(self.options["bins"]),
                          float(self.options["momentum"])) if name == "ghm_r" else None)
+        self.stats = GHMStats()
 
     def forward(self, deltas: Tensor, anchors: Tensor, gt_boxes: Tensor,
                 box_coder: det_utils.BoxCoder, num_pos: Tensor) -> Tensor:
@@ -170,7 +229,14 @@ class BoxLoss(nn.Module):
             return self.loss_weight * loss / num_pos
         target = box_coder.encode_single(gt_boxes, anchors)
         if self.ghm is not None:
-            return self.loss_weight * self.ghm(deltas, target)
+            before = self.ghm.acc_sum.clone()
+            loss = self.loss_weight * self.ghm(deltas, target)
+            if self.training:
+                with torch.no_grad():
+                    d = (deltas.detach() - target).float()
+                    g = (d / torch.sqrt(d * d + self.ghm.mu ** 2)).abs()
+                    self.stats.add(g, None, self.ghm, before, GHMR_TOP_EDGE)
+            return loss
         if self.name == "l1":
             loss = F.l1_loss(deltas, target, reduction="sum")
         elif self.name == "smooth_l1":
@@ -259,11 +325,22 @@ class RetinaNetHead(tv_retinanet.RetinaNetHead):
             bias starts at ``-log((1 - π) / π)``); ``None`` starts the bias at 0 (p = 0.5).
         norm: ``"gn"`` puts GroupNorm in the head's conv layers (torchvision's v2 head), ``None``
             leaves them plain (the paper's head).
+        ghm_scope: ``"level"`` calls a GHM loss once per pyramid level and sums the levels (the
+            authors' wiring), ``"batch"`` once over the whole batch; see the module docstring.
+            The other losses do not depend on it.
+
+    ``forward`` records ``level_sizes``, the number of anchors of each level (locations times
+    anchors per location, finest first), which the per-level losses split the anchors by.
     """
+
+    level_sizes: tuple[int, ...]
 
     def __init__(self, in_channels: int, num_anchors: int, num_classes: int,
                  cls_loss: ClassificationLoss, box_loss: BoxLoss, *,
-                 prior_prob: float | None = 0.01, norm: str | None = "gn") -> None:
+                 prior_prob: float | None = 0.01, norm: str | None = "gn",
+                 ghm_scope: str = "level") -> None:
+        if ghm_scope not in GHM_SCOPES:
+            raise ValueError(f"unknown ghm_scope {ghm_scope!r}; expected one of {GHM_SCOPES}")
         layer = None if norm is None else norm_layer(norm, math.gcd(32, in_channels))
         super().__init__(in_channels, num_anchors, num_classes, norm_layer=layer)
         logits = self.classification_head.cls_logits
@@ -276,6 +353,24 @@ class RetinaNetHead(tv_retinanet.RetinaNetHead):
         self.num_classes = num_classes
         self.cls_loss = cls_loss
         self.box_loss = box_loss
+        self.ghm_scope = ghm_scope
+        self.num_anchors = num_anchors
+        self.level_sizes = ()
+
+    def forward(self, x: list[Tensor]) -> dict[str, Tensor]:
+        self.level_sizes = tuple(f.shape[-2] * f.shape[-1] * self.num_anchors for f in x)
+        return super().forward(x)
+
+    def training_statistics(self) -> dict[str, float]:
+        """The GHM losses' statistics of the last training iteration (:class:`GHMStats`):
+        ``ghm_c_bins``, ``ghm_c_positive_grad``, ``ghm_r_bins``; empty without GHM."""
+        return {**self.cls_loss.stats.read("ghm_c"), **self.box_loss.stats.read("ghm_r")}
+
+    def anchor_levels(self, device: torch.device | None = None) -> Tensor:
+        """The pyramid level (0 = finest) of each anchor of an image, int64 ``(A,)``, from the
+        ``level_sizes`` of the last ``forward``."""
+        sizes = torch.tensor(self.level_sizes, device=device)
+        return torch.repeat_interleave(torch.arange(len(sizes), device=device), sizes)
 
     def compute_loss(self, targets: list[dict[str, Tensor]], head_outputs: dict[str, Tensor],
                      anchors: list[Tensor], matched_idxs: list[Tensor]) -> dict[str, Tensor]:
@@ -283,12 +378,29 @@ class RetinaNetHead(tv_retinanet.RetinaNetHead):
         num_pos = _mean_over_processes(t.positive.sum().to(head_outputs["cls_logits"].dtype))
         num_pos = num_pos.clamp(min=1)
         logits = head_outputs["cls_logits"][t.valid]
+        cls_targets = t.cls_targets[t.valid]
         deltas = head_outputs["bbox_regression"][t.positive]
         box_coder = self.regression_head.box_coder
-        return {
-            "classification": self.cls_loss(logits, t.cls_targets[t.valid], num_pos),
-            "bbox_regression": self.box_loss(deltas, t.anchors, t.gt_boxes, box_coder, num_pos),
-        }
+        per_level = self.ghm_scope == "level"
+        if per_level and (self.cls_loss.ghm is not None or self.box_loss.ghm is not None):
+            levels = self.anchor_levels(logits.device)
+            if levels.numel() != t.valid.shape[-1]:
+                raise RuntimeError(f"the head's level sizes {self.level_sizes} do not add up to "
+                                   f"the {t.valid.shape[-1]} anchors of an image")
+            levels = levels.expand_as(t.valid)
+            cls_level, box_level = levels[t.valid], levels[t.positive]
+        if per_level and self.cls_loss.ghm is not None:
+            cls = sum(self.cls_loss(logits[cls_level == k], cls_targets[cls_level == k], num_pos)
+                      for k in range(len(self.level_sizes)))
+        else:
+            cls = self.cls_loss(logits, cls_targets, num_pos)
+        if per_level and self.box_loss.ghm is not None:
+            box = sum(self.box_loss(deltas[box_level == k], t.anchors[box_level == k],
+                                    t.gt_boxes[box_level == k], box_coder, num_pos)
+                      for k in range(len(self.level_sizes)))
+        else:
+            box = self.box_loss(deltas, t.anchors, t.gt_boxes, box_coder, num_pos)
+        return {"classification": cls, "bbox_regression": box}
 
 
 class AnchorOutputs(NamedTuple):
@@ -311,6 +423,11 @@ class RetinaNet(tv_retinanet.RetinaNet):
     Detections are labelled 1..K like the targets. :meth:`anchor_outputs` exposes the per-anchor
     logits and targets that the loss sees (the book's chapters measure them).
     """
+
+    def training_statistics(self) -> dict[str, float]:
+        """What the training loop logs beside the losses: the head's
+        :meth:`RetinaNetHead.training_statistics`."""
+        return self.head.training_statistics()
 
     def match(self, targets: list[dict[str, Tensor]], anchors: list[Tensor]) -> list[Tensor]:
         """Per image, the matched gt index of each anchor (-1 negative, -2 ignored)."""
@@ -378,6 +495,7 @@ def retinanet(
     box_options: Mapping[str, Any] | None = None,
     min_size: int = 512,
     max_size: int = 512,
+    ghm_scope: str = "level",
     **kwargs: Any,
 ) -> RetinaNet:
     """A RetinaNet trained from scratch, with the classification and box losses chosen by name.
@@ -398,6 +516,9 @@ def retinanet(
         cls_options, box_options: options of the losses (override :data:`CLS_DEFAULTS` and
             :data:`BOX_DEFAULTS`), e.g. ``{"gamma": 1.0}``.
         min_size, max_size: the transform's resize (torchvision's semantics).
+        ghm_scope: ``"level"`` (the authors' wiring: a GHM loss per pyramid level, one shared
+            EMA, the levels summed) or ``"batch"`` (one call over the whole batch); see
+            :class:`RetinaNetHead`.
         **kwargs: passed to torchvision's ``RetinaNet`` (``score_thresh``, ``nms_thresh``,
             ``detections_per_img``, ``topk_candidates``, ``fg_iou_thresh``, ``bg_iou_thresh``, ...).
     """
@@ -413,6 +534,7 @@ def retinanet(
                       extra=extra)
     generator = anchors.generator()
     head = RetinaNetHead(fpn_channels, generator.num_anchors_per_location()[0], num_classes,
-                         cls_module, box_module, prior_prob=prior_prob, norm=head_norm)
+                         cls_module, box_module, prior_prob=prior_prob, norm=head_norm,
+                         ghm_scope=ghm_scope)
     return RetinaNet(body, num_classes, min_size=min_size, max_size=max_size,
                      anchor_generator=generator, head=head, **kwargs)

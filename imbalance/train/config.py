@@ -3,7 +3,8 @@
 A configuration is built in layers, each replacing what the one before set:
 
 1. the dataclass defaults below;
-2. the preset (:data:`PRESETS`: ``smoke``, ``brief``, ``cpu`` or ``gpu``) named by ``preset``;
+2. the preset (:data:`PRESETS`: ``smoke``, ``brief``, ``cpu``, ``protocol`` or ``gpu``) named by
+   ``preset``;
 3. the YAML file (or mapping) given to :func:`load_config`;
 4. the command line's ``key=value`` overrides, with dotted keys (``optim.lr=0.02``,
    ``model.options.topk_candidates=500``), each value read as YAML (``null``, ``true``, ``[1, 2]``).
@@ -47,6 +48,10 @@ class ConfigError(ValueError):
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 AMP_MODES: tuple[str, ...] = ("auto", "none", "bf16", "fp16")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
+
+#: The learning rate the authors' released configs give 16 images (8 GPUs x 2), per model:
+#: RetinaNet (and GHM) 0.01, Faster R-CNN and Libra R-CNN 0.02.
+BASE_LR: dict[str, float] = {"retinanet": 0.01, "libra_rcnn": 0.02}
 
 #: Model fields that only one model takes: ``None`` leaves the model's own default.
 MODEL_SPECIFIC: dict[str, tuple[str, ...]] = {
@@ -134,9 +139,18 @@ class DataConfig:
 class OptimConfig:
     """The optimiser and its schedule: linear warm-up, then steps down at fractions of the run.
 
+    The learning rate scales linearly with the global batch from the authors' recipe
+    (:func:`learning_rate`): ``base_lr * global_batch / base_batch * lr_factor``, with
+    ``base_lr`` the rate the released configs give ``base_batch`` = 16 images (:data:`BASE_LR`:
+    0.01 for RetinaNet and GHM, 0.02 for Faster and Libra R-CNN). Setting ``lr`` instead fixes
+    the rate whatever the batch.
+
     Attributes:
         optimizer: ``"sgd"`` (with momentum) or ``"adamw"``.
-        lr: the base learning rate (> 0), for the global batch.
+        lr: the learning rate of the global batch (> 0); ``None`` (default) scales ``base_lr``.
+        base_lr: the rate for ``base_batch`` images; ``None`` is the model's (:data:`BASE_LR`).
+        base_batch: the global batch ``base_lr`` is given for (16 in the released configs).
+        lr_factor: a multiplier of the rate (e.g. a sweep's 0.5, 1, 2).
         momentum: SGD momentum (AdamW's beta1).
         weight_decay: L2 weight decay.
         warmup_iters: steps of linear warm-up from ``warmup_factor * lr`` to ``lr``.
@@ -144,6 +158,9 @@ class OptimConfig:
         iterations: total optimiser steps; give this or ``epochs``.
         epochs: total passes over the training images (each ``len(train) // global batch``
             steps); give this or ``iterations``.
+        schedule: a multiplier of the schedule's length (the ladder's 0.25, 0.5, 1, 2): the run
+            takes ``round(schedule * steps)`` steps; milestones stay fractions, the warm-up stays
+            ``warmup_iters`` steps.
         milestones: fractions of the run after which the learning rate is multiplied by
             ``gamma`` (the 1x schedule's 8/12 and 11/12).
         gamma: the learning rate factor at each milestone.
@@ -152,13 +169,17 @@ class OptimConfig:
     """
 
     optimizer: str = "sgd"
-    lr: float = 0.01
+    lr: float | None = None
+    base_lr: float | None = None
+    base_batch: int = 16
+    lr_factor: float = 1.0
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_iters: int = 500
     warmup_factor: float = 0.001
     iterations: int | None = None
     epochs: int | None = 12
+    schedule: float = 1.0
     milestones: list[float] = field(default_factory=lambda: [8 / 12, 11 / 12])
     gamma: float = 0.1
     grad_clip: float | None = 35.0
@@ -273,12 +294,27 @@ PRESETS: dict[str, dict[str, Any]] = {
         "run": {"device": "auto", "amp": "auto", "log_every": 10, "checkpoint_every": 100,
                 "eval_every": 0},
     },
-    # Full runs on GPUs: the full benchmark (10k / 1k, 512 px), ResNet-50, 12 epochs, AMP.
+    # The book's experimental protocol on one CPU core: the small benchmark drawn at 128 px
+    # (800 train / 500 val images), ResNet-18 with a 32-channel FPN, the authors' recipe: the
+    # learning rate scaled linearly from theirs, warm-up from 1/3, steps down at 8/12 and 11/12,
+    # gradient clip 35. 1x is 1200 steps (6 epochs); the schedule ladder multiplies it.
+    "protocol": {
+        "model": {"backbone": "resnet18", "norm": "gn", "fpn_channels": 32},
+        "data": {"synthetic": "small", "knobs": {"image_size": 128, "val_images": 500},
+                 "min_size": 128, "max_size": 128, "batch_size": 4, "workers": 0},
+        "optim": {"optimizer": "sgd", "lr": None, "lr_factor": 1.0, "warmup_iters": 100,
+                  "warmup_factor": 1 / 3, "iterations": 1200, "epochs": None,
+                  "milestones": [8 / 12, 11 / 12], "gamma": 0.1, "grad_clip": 35.0},
+        "run": {"device": "auto", "amp": "auto", "log_every": 20, "checkpoint_every": 300,
+                "eval_every": 300, "threads": 1},
+    },
+    # Full runs on GPUs: the full benchmark (10k / 1k, 512 px), ResNet-50, 12 epochs, AMP, the
+    # authors' learning rate scaled to the global batch and their warm-up.
     "gpu": {
         "model": {"backbone": "resnet50", "norm": "gn", "fpn_channels": 256},
         "data": {"synthetic": "full", "min_size": 512, "max_size": 512, "batch_size": 8,
                  "workers": 8},
-        "optim": {"optimizer": "sgd", "lr": 0.01, "warmup_iters": 500, "warmup_factor": 0.001,
+        "optim": {"optimizer": "sgd", "lr": None, "warmup_iters": 500, "warmup_factor": 1 / 3,
                   "iterations": None, "epochs": 12, "milestones": [8 / 12, 11 / 12],
                   "gamma": 0.1},
         "run": {"device": "auto", "amp": "auto", "channels_last": True, "log_every": 20,
@@ -319,6 +355,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        others = [a for a in args if a is not type(None)]
+        if len(others) == 1:  # Optional[X]: X's own message, which says what it expects
+            try:
+                return _coerce(value, others[0], key)
+            except ConfigError as e:
+                raise ConfigError(f"{e} (or null)") from None
         for arg in args:
             if arg is type(None):
                 continue
@@ -536,6 +578,9 @@ def _check_model(config: TrainConfig) -> None:
 def _check_optim(o: OptimConfig) -> None:
     _one_of("optim.optimizer", o.optimizer, OPTIMIZERS)
     _at_least("optim.lr", o.lr, 0.0, strict=True)
+    _at_least("optim.base_lr", o.base_lr, 0.0, strict=True)
+    _at_least("optim.base_batch", o.base_batch, 1)
+    _at_least("optim.lr_factor", o.lr_factor, 0.0, strict=True)
     _at_least("optim.momentum", o.momentum, 0.0)
     if o.momentum >= 1:
         raise _fail("optim.momentum", f"must be < 1, got {o.momentum!r}")
@@ -548,6 +593,7 @@ def _check_optim(o: OptimConfig) -> None:
                           f"null); got iterations={o.iterations!r}, epochs={o.epochs!r}")
     _at_least("optim.iterations", o.iterations, 0)  # 0: evaluate the initial weights
     _at_least("optim.epochs", o.epochs, 1)
+    _at_least("optim.schedule", o.schedule, 0.0, strict=True)
     if any(not 0 < f <= 1 for f in o.milestones) or list(o.milestones) != sorted(o.milestones):
         raise _fail("optim.milestones", f"must be increasing fractions in (0, 1], got "
                                         f"{o.milestones!r}")
@@ -680,6 +726,16 @@ def validate(config: TrainConfig) -> None:
     _check_optim(config.optim)
     _check_run(config.run)
     _check_data(config)
+
+
+def learning_rate(config: TrainConfig, world_size: int = 1) -> float:
+    """The learning rate of a run of ``world_size`` processes: ``optim.lr`` if set, else
+    ``base_lr * global_batch / base_batch`` (linear scaling), times ``optim.lr_factor``."""
+    o = config.optim
+    if o.lr is not None:
+        return o.lr * o.lr_factor
+    base = o.base_lr if o.base_lr is not None else BASE_LR[config.model.name]
+    return base * config.data.batch_size * world_size / o.base_batch * o.lr_factor
 
 
 def model_kwargs(config: TrainConfig) -> dict[str, Any]:

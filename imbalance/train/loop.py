@@ -34,6 +34,7 @@ from imbalance.train.config import (
     ConfigError,
     OptimConfig,
     TrainConfig,
+    learning_rate,
     load_config,
     model_kwargs,
     validate,
@@ -135,11 +136,11 @@ def fit(config: TrainConfig | str | os.PathLike, *, out: str | os.PathLike | Non
         return trainer.run(resume=resume)
 
 
-def _optimizer(o: OptimConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+def _optimizer(o: OptimConfig, lr: float, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     if o.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=o.lr, betas=(o.momentum, 0.999),
+        return torch.optim.AdamW(params, lr=lr, betas=(o.momentum, 0.999),
                                  weight_decay=o.weight_decay)
-    return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay)
 
 
 def _to(target: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -164,7 +165,8 @@ class Trainer:
                               f"{info.world_size} processes) is larger than the "
                               f"{len(self.data.train)} training images")
         o = config.optim
-        self.total = o.iterations if o.iterations is not None else o.epochs * self.steps_per_epoch
+        steps = o.iterations if o.iterations is not None else o.epochs * self.steps_per_epoch
+        self.total = round(steps * o.schedule)
 
         seed_everything(config.run.seed)  # the same initial weights in every process
         core = build_model(config.model.name, self.data.num_classes, **model_kwargs(config))
@@ -178,7 +180,8 @@ class Trainer:
         self.core = core
         self.model = distributed.wrap_ddp(core, device) if info.enabled else core
         self.params = [p for p in core.parameters() if p.requires_grad]
-        self.optimizer = _optimizer(o, self.params)
+        self.lr = learning_rate(config, info.world_size)
+        self.optimizer = _optimizer(o, self.lr, self.params)
         self.scheduler = lr_scheduler(self.optimizer, self.total, o.warmup_iters,
                                       o.warmup_factor, o.milestones, o.gamma)
         self.scaler = grad_scaler(device, dtype)
@@ -233,6 +236,9 @@ class Trainer:
                     now = time.perf_counter()
                     seconds, tick = now - tick, now
                     self.window.add(terms, self.global_batch, seconds)
+                    statistics = getattr(self.core, "training_statistics", None)
+                    if statistics is not None:
+                        self.window.add_statistics(statistics())
                     self.train_time += seconds
                     self.images_seen += self.global_batch
                     self.bar.update(1)
@@ -380,6 +386,8 @@ class Trainer:
             "config": self.config.to_dict(),
             "ap": ap,
             "steps": self.total,
+            "lr": self.lr,
+            "global_batch": self.global_batch,
             "epochs": round(self.total / self.steps_per_epoch, 4),
             "train_images": len(self.data.train),
             "val_images": len(self.data.val),

@@ -71,6 +71,7 @@ class LossWindow:
     def reset(self) -> None:
         """Start a new window."""
         self.sums: dict[str, float] = {}
+        self.stats: dict[str, list[float]] = {}
         self.steps = 0
         self.images = 0
         self.seconds = 0.0
@@ -83,21 +84,29 @@ class LossWindow:
         self.images += images
         self.seconds += seconds
 
+    def add_statistics(self, stats: dict[str, float]) -> None:
+        """One step's training statistics that are not losses (e.g. GHM's non-empty bins)."""
+        for name, value in stats.items():
+            total, count = self.stats.get(name, [0.0, 0])
+            self.stats[name] = [total + value, count + 1]
+
     def summary(self) -> dict[str, float]:
         """``loss`` (the sum of the terms), each term, and ``images_per_s``; means over the
-        window."""
+        window; then the means of the statistics."""
         means = {name: total / max(self.steps, 1) for name, total in self.sums.items()}
         out = {"loss": sum(means.values())}
         out.update(means)
         out["images_per_s"] = self.images / self.seconds if self.seconds > 0 else 0.0
+        out.update({name: total / count for name, (total, count) in self.stats.items()})
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"sums": dict(self.sums), "steps": self.steps, "images": self.images,
-                "seconds": self.seconds}
+        return {"sums": dict(self.sums), "stats": {k: list(v) for k, v in self.stats.items()},
+                "steps": self.steps, "images": self.images, "seconds": self.seconds}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sums = dict(state["sums"])
+        self.stats = {k: list(v) for k, v in state.get("stats", {}).items()}
         self.steps, self.images, self.seconds = state["steps"], state["images"], state["seconds"]
 
 

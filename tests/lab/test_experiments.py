@@ -14,7 +14,7 @@ FAST = ["optim.iterations=2", "optim.warmup_iters=1", "data.min_size=64", "data.
 
 
 def test_every_grid_configuration_has_its_config_files():
-    assert experiments.grid_presets() == ("smoke", "cpu", "gpu")
+    assert experiments.grid_presets() == ("smoke", "cpu", "protocol", "gpu")
     for grid in experiments.GRIDS.values():
         slugs = [e.slug for e in grid]
         assert len(set(slugs)) == len(slugs)
@@ -189,13 +189,13 @@ def test_compare_tells_a_difference_from_seed_noise(tmp_path):
     c = experiments.compare(s, "FL + SL1", "CE (prior init) + SL1")
     assert c.difference == pytest.approx(0.21)
     assert c.stderr == pytest.approx((0.02 ** 2 / 3 + 0.01 ** 2 / 3) ** 0.5)
-    assert c.verdict == "higher" and c.ratio > 2
-    assert str(c).startswith("FL + SL1 vs CE (prior init) + SL1: AP +21.0 ± 1.3 points")
+    # Welch: nu = s^4 / ((0.02^2/3)^2 / 2 + (0.01^2/3)^2 / 2) = 2.94..., t_0.975 from a table
+    assert c.df == pytest.approx(2.9412, rel=1e-4)
+    assert c.verdict == "higher" and c.low > 0
+    assert str(c).startswith("FL + SL1 vs CE (prior init) + SL1: AP +21.0 points, 95 % interval")
     near = experiments.compare(s, "GHM-C + SL1", "FL + SL1")
-    assert near.difference == pytest.approx(-0.01) and near.verdict == "within noise"
+    assert near.difference == pytest.approx(-0.01) and near.verdict == "inconclusive"
     assert experiments.compare(s, "CE (prior init) + SL1", "FL + SL1").verdict == "lower"
-    same = experiments.Comparison("a", "b", "AP", 0.0, 0.0)
-    assert same.ratio == 0 and same.verdict == "within noise"
     with pytest.raises(KeyError, match="SSD"):
         experiments.compare(s, "SSD", "FL + SL1")
     one = experiments.summarize(out, grid="retinanet", preset="cpu", seeds=[0])
@@ -206,7 +206,9 @@ def test_compare_tells_a_difference_from_seed_noise(tmp_path):
 def test_overrides_written_after_only_or_reuse_still_apply(monkeypatch, tmp_path):
     seen = {}
 
-    def fake_run_grid(grid, preset, seeds, out, *, results, only, overrides, reuse):
+    def fake_run_grid(grid, preset, seeds, out, *, results, only, overrides, reuse, schedules,
+                      lr_factors):
+        assert (schedules, lr_factors) == ([1.0], [1.0])
         seen.update(only=only, overrides=list(overrides), reuse=list(reuse))
         return {"rows": {}}
 
@@ -218,3 +220,19 @@ def test_overrides_written_after_only_or_reuse_still_apply(monkeypatch, tmp_path
     assert seen == {"only": ["fl_outliers_0"], "reuse": ["results/retinanet"],
                     "overrides": ["optim.lr=0.02", "run.threads=1", "data.knobs.noise=0.1"]}
     assert experiments.main([*argv[:-3], "--only", "run.threads=1"]) == 2  # names no configuration
+
+
+def test_variants_name_and_override_the_ladder_and_the_sweep():
+    base = [experiments.Experiment("FL + SL1", "retinanet_focal", ("model.cls_loss=focal",))]
+    v = experiments.variants(base, schedules=(1, 0.5), lr_factors=(1, 2))
+    assert [e.name for e in v] == ["FL + SL1", "FL + SL1 [lr 2x]", "FL + SL1 [schedule 0.5x]",
+                                   "FL + SL1 [schedule 0.5x, lr 2x]"]
+    assert v[3].overrides == ("model.cls_loss=focal", "optim.schedule=0.5", "optim.lr_factor=2")
+    assert len({e.slug for e in v}) == 4
+    for bad in ((), (1, 1), (0,), (float("nan"),)):
+        with pytest.raises(ValueError, match="schedules"):
+            experiments.variants(base, schedules=bad)
+    names = [e.name for e in experiments.GRIDS["pilot"]]
+    assert names[:2] == ["FL + SL1", "Faster R-CNN (beta 1)"]
+    assert {"GHM-C + SL1 (level)", "GHM-C + SL1 (batch)", "FL + GHM-R (level)",
+            "FL + GHM-R (batch)"} <= set(names)

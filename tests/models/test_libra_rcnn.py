@@ -163,7 +163,9 @@ def test_switches_pick_samplers_and_losses() -> None:
     off = tiny_model(False, False, False).roi_heads
     assert isinstance(off.pos_sampler, RandomSampler)
     assert isinstance(off.neg_sampler, RandomSampler)
-    assert off.box_loss.func is F.smooth_l1_loss and off.box_loss.keywords["beta"] == 1 / 9
+    assert off.box_loss.func is F.smooth_l1_loss and off.box_loss.keywords["beta"] == 1.0
+    assert tiny_model(False, False, False, smooth_l1_beta=1 / 9).roi_heads.box_loss.keywords[
+        "beta"] == 1 / 9
     assert not hasattr(off, "fg_bg_sampler")
 
     on = tiny_model(True, False, True, num_bins=4, binning="authors",
@@ -171,6 +173,12 @@ def test_switches_pick_samplers_and_losses() -> None:
     assert isinstance(on.pos_sampler, InstanceBalancedPositiveSampler)
     assert isinstance(on.neg_sampler, IoUBalancedNegativeSampler)
     assert (on.neg_sampler.num_bins, on.neg_sampler.binning) == (4, "authors")
+    assert on.neg_sampler.floor_thr == -1
+    authors = tiny_model(True, False, False, binning="authors", floor_thr=0).roi_heads
+    assert (authors.neg_sampler.binning, authors.neg_sampler.floor_thr) == ("authors", 0.0)
+    narrow = tiny_model(False, False, False, representation_size=64)
+    assert narrow.roi_heads.box_head.fc7.out_features == 64
+    assert narrow.roi_heads.box_predictor.cls_score.in_features == 64
     assert on.box_loss.func is balanced_l1_loss
     assert on.box_loss.keywords == {"alpha": 0.5, "gamma": 1.0, "beta": 1.0, "reduction": "sum"}
 
@@ -191,7 +199,8 @@ def test_bfp_in_module_tree_iff_switched_on(bfp: bool) -> None:
 
 
 def test_baseline_losses_equal_torchvision_fastrcnn_loss() -> None:
-    record = train_step(tiny_model(False, False, False))
+    """With torchvision's beta 1/9 the baseline is torchvision's Faster R-CNN loss."""
+    record = train_step(tiny_model(False, False, False, smooth_l1_beta=1 / 9))
     _, _, labels, regression_targets = record["samples"]
     class_logits, box_regression = record["pred"]
     assert (torch.cat(labels) > 0).any()
@@ -213,8 +222,16 @@ def test_balanced_l1_box_loss_by_hand(options: dict[str, float] | None) -> None:
     want = balanced_l1_loss(pred, deltas_all[pos], **(options or {})).sum() / n
     got = record["losses"]["loss_box_reg"]
     torch.testing.assert_close(got, want)
-    smooth = F.smooth_l1_loss(pred, deltas_all[pos], beta=1 / 9, reduction="sum") / n
+    smooth = F.smooth_l1_loss(pred, deltas_all[pos], beta=1.0, reduction="sum") / n
     assert not torch.allclose(got, smooth)
+    baseline = train_step(tiny_model(False, False, False))
+    _, _, labels_b, targets_b = baseline["samples"]
+    labels_b, targets_b = torch.cat(labels_b), torch.cat(targets_b)
+    pos_b = torch.where(labels_b > 0)[0]
+    pred_b = baseline["pred"][1].reshape(labels_b.numel(), K + 1, 4)[pos_b, labels_b[pos_b]]
+    want_b = F.smooth_l1_loss(pred_b, targets_b[pos_b], beta=1.0, reduction="sum")
+    want_b = want_b / labels_b.numel()
+    torch.testing.assert_close(baseline["losses"]["loss_box_reg"], want_b)
     torch.testing.assert_close(
         record["losses"]["loss_classifier"], F.cross_entropy(class_logits, labels_all)
     )
@@ -348,6 +365,10 @@ def test_sampling_is_reproducible_under_manual_seed() -> None:
         {"balanced_l1_options": {"delta": 1.0}},
         {"balanced_l1_options": {"alpha": 0.0}},
         {"balanced_l1_options": {"beta": float("nan")}},
+        {"smooth_l1_beta": 0.0},
+        {"smooth_l1_beta": float("nan")},
+        {"floor_thr": 0.5},
+        {"representation_size": 0},
     ],
 )
 def test_bad_arguments(kwargs: dict[str, Any]) -> None:

@@ -63,7 +63,7 @@ def _by_hand(model, images, targets):
 @pytest.mark.parametrize("cls_loss", CLS_LOSSES)
 def test_classification_loss_equals_library_by_hand(cls_loss):
     opts = {"momentum": 0.0} if cls_loss == "ghm_c" else None
-    model = _model(cls_loss, cls_options=opts)
+    model = _model(cls_loss, cls_options=opts, ghm_scope="batch")
     images, targets = _batch()
     losses = model(images, targets)
     logits, t, *_ , boxes = _by_hand(model, images, targets)
@@ -85,7 +85,7 @@ def test_classification_loss_equals_library_by_hand(cls_loss):
 @pytest.mark.parametrize("box_loss", BOX_LOSSES)
 def test_box_loss_equals_library_by_hand(box_loss):
     opts = {"momentum": 0.0} if box_loss == "ghm_r" else None
-    model = _model("focal", box_loss, box_options=opts)
+    model = _model("focal", box_loss, box_options=opts, ghm_scope="batch")
     images, targets = _batch()
     losses = model(images, targets)
     _, _, deltas, anchors, boxes = _by_hand(model, images, targets)
@@ -152,7 +152,7 @@ def test_prior_probability_sets_the_initial_scores():
 
 
 def test_ghm_histograms_live_in_the_state_dict_and_advance_in_training():
-    model = _model("ghm_c", "ghm_r")
+    model = _model("ghm_c", "ghm_r", ghm_scope="batch")
     keys = model.state_dict().keys()
     assert "head.cls_loss.ghm.acc_sum" in keys and "head.box_loss.ghm.acc_sum" in keys
     images, targets = _batch()
@@ -161,6 +161,67 @@ def test_ghm_histograms_live_in_the_state_dict_and_advance_in_training():
     # one call per iteration over the batch: EMA (1 - m) * count sums to (1 - m) * valid * K
     acc = model.head.cls_loss.ghm.acc_sum
     torch.testing.assert_close(acc.sum(), torch.tensor((1 - 0.75) * valid * K))
+
+
+def _random_batch(seed: int):
+    g = torch.Generator().manual_seed(seed)
+    images, targets = [], []
+    for _ in range(2):
+        images.append(torch.rand(3, SIZE, SIZE, generator=g))
+        n = int(torch.randint(1, 6, (1,), generator=g))
+        xy = torch.rand(n, 2, generator=g) * SIZE * 0.6
+        wh = 8 + torch.rand(n, 2, generator=g) * SIZE * 0.4
+        targets.append({"boxes": torch.cat([xy, (xy + wh).clamp(max=SIZE - 1)], 1),
+                        "labels": torch.randint(1, K + 1, (n,), generator=g)})
+    return images, targets
+
+
+def test_level_scope_equals_a_loop_over_levels_with_one_shared_ema():
+    """The authors' wiring: per pyramid level, the loop-over-bins reference, one EMA shared by
+    the five level calls of an iteration, the level losses summed; over several steps."""
+    model = _model("ghm_c", "ghm_r")
+    assert model.head.ghm_scope == "level"
+    acc_c, acc_r = torch.zeros(30), torch.zeros(10)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    for step in range(3):
+        images, targets = _random_batch(step)
+        with torch.no_grad():
+            out = model.anchor_outputs(images, targets)
+        levels = model.head.anchor_levels().expand_as(out.targets.valid)
+        assert len(model.head.level_sizes) == 5 and levels.shape == out.targets.valid.shape
+        t = out.targets
+        cls_level, box_level = levels[t.valid], levels[t.positive]
+        logits, cls_t = out.logits[t.valid], t.cls_targets[t.valid]
+        deltas = out.deltas[t.positive]
+        expected_cls = sum(ghm_c_loss_loop(logits[cls_level == k], cls_t[cls_level == k],
+                                           bins=30, acc_sum=acc_c, momentum=0.75)
+                           for k in range(5))
+        expected_box = sum(10.0 * ghm_r_loss_loop(deltas[box_level == k],
+                                                  out.box_targets[box_level == k], mu=0.02,
+                                                  bins=10, acc_sum=acc_r, momentum=0.7)
+                           for k in range(5))
+        losses = model(images, targets)
+        torch.testing.assert_close(losses["classification"], expected_cls, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(losses["bbox_regression"], expected_box, rtol=1e-5,
+                                   atol=1e-6)
+        torch.testing.assert_close(model.head.cls_loss.ghm.acc_sum, acc_c)
+        torch.testing.assert_close(model.head.box_loss.ghm.acc_sum, acc_r)
+        assert (box_level.unique().numel() > 1) and (cls_level.unique().numel() == 5)
+        opt.zero_grad()
+        sum(losses.values()).backward()
+        opt.step()
+
+
+def test_the_two_scopes_differ_for_ghm_only():
+    images, targets = _batch()
+    ghm = {scope: _model("ghm_c", "ghm_r", ghm_scope=scope)(images, targets)
+           for scope in ("level", "batch")}
+    for key in ("classification", "bbox_regression"):
+        assert not torch.isclose(ghm["level"][key], ghm["batch"][key], rtol=1e-3)
+    focal = {scope: _model("focal", "smooth_l1", ghm_scope=scope)(images, targets)
+             for scope in ("level", "batch")}
+    for key in ("classification", "bbox_regression"):
+        torch.testing.assert_close(focal["level"][key], focal["batch"][key])
 
 
 def test_detections_are_labelled_one_to_k():
@@ -200,7 +261,8 @@ def test_images_without_boxes_give_finite_losses():
     ("kwargs", "match"),
     [({"cls_loss": "softmax"}, "classification loss"), ({"box_loss": "iou"}, "box loss"),
      ({"cls_options": {"gama": 2}}, "gama"), ({"anchor_scale": 0.3}, "anchor_scale"),
-     ({"backbone": "vgg16"}, "backbone"), ({"norm": "frozen_bn"}, "norm")],
+     ({"backbone": "vgg16"}, "backbone"), ({"norm": "frozen_bn"}, "norm"),
+     ({"ghm_scope": "image"}, "ghm_scope")],
 )
 def test_bad_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -209,3 +271,28 @@ def test_bad_arguments_raise(kwargs, match):
         retinanet(0)
     with pytest.raises(ValueError, match="unknown model"):
         build_model("yolo", K)
+
+
+def test_ghm_training_statistics_match_a_hand_computation():
+    from imbalance.losses.ghm import ghm_c_weights
+
+    model = _model("ghm_c", "ghm_r", ghm_scope="batch", cls_options={"momentum": 0.0})
+    images, targets = _batch()
+    model(images, targets)
+    stats = model.training_statistics()
+    logits, t, *_ = _by_hand(model, images, targets)
+    with torch.no_grad():
+        g = (torch.sigmoid(logits) - t).abs()
+        w = ghm_c_weights(logits, t, bins=30)
+    share = ((w * g)[t > 0].sum() / (w * g).sum()).item()
+    bins = torch.bucketize(g, torch.arange(1, 30) / 30, right=True).unique().numel()
+    assert stats["ghm_c_positive_grad"] == pytest.approx(share, rel=1e-4)
+    assert stats["ghm_c_bins"] == bins
+    assert 1 <= stats["ghm_r_bins"] <= 10 and "ghm_r_positive_grad" not in stats
+    assert model.training_statistics() == {}  # read once per iteration
+    model(images, targets)
+    level = _model("ghm_c", "ghm_r")
+    level(images, targets)
+    per_level = level.training_statistics()
+    assert 1 <= per_level["ghm_c_bins"] <= 30 and 0 < per_level["ghm_c_positive_grad"] < 1
+    assert _model().training_statistics() == {}

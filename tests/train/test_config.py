@@ -10,7 +10,14 @@ import yaml
 import imbalance.train.loop as loop
 from imbalance.train import PRESETS, ConfigError, TrainConfig, fit, load_config
 from imbalance.train.__main__ import main
-from imbalance.train.config import annotation_path, model_kwargs, validate
+from imbalance.train.config import (
+    BASE_LR,
+    annotation_path,
+    apply_overrides,
+    learning_rate,
+    model_kwargs,
+    validate,
+)
 from imbalance.train.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -179,3 +186,22 @@ def test_overwrite_deletes_only_the_run_files(tmp_path):
                                                           "notes.txt"]
     assert not any((tmp_path / "checkpoints").iterdir())
     assert yaml.safe_load(run.config_file.read_text())["optim"]["lr"] == 0.5
+
+
+def test_learning_rate_scales_linearly_from_the_authors_base():
+    retina = load_config(None, ["preset=protocol", "model.name=retinanet"])
+    libra = load_config(None, ["preset=protocol", "model.name=libra_rcnn"])
+    assert retina.optim.lr is None and retina.data.batch_size == 4
+    assert BASE_LR == {"retinanet": 0.01, "libra_rcnn": 0.02}
+    assert learning_rate(retina) == pytest.approx(0.01 * 4 / 16)
+    assert learning_rate(libra) == pytest.approx(0.02 * 4 / 16)
+    assert learning_rate(retina, world_size=8) == pytest.approx(0.01 * 32 / 16)
+    swept = apply_overrides(retina, ["optim.lr_factor=0.5", "optim.base_lr=0.04",
+                                     "optim.base_batch=8"])
+    assert learning_rate(swept) == pytest.approx(0.04 * 4 / 8 * 0.5)
+    fixed = apply_overrides(retina, ["optim.lr=0.1", "optim.lr_factor=2"])
+    assert learning_rate(fixed, world_size=4) == pytest.approx(0.2)
+    for bad in ("optim.lr_factor=0", "optim.base_batch=0", "optim.base_lr=-1",
+                "optim.schedule=0"):
+        with pytest.raises(ConfigError, match=bad.split("=")[0]):
+            validate(apply_overrides(retina, [bad]))

@@ -165,3 +165,20 @@ def test_a_non_finite_loss_stops_the_run_naming_step_and_term(smoke_config, tmp_
     assert status == 1 and "Traceback" not in err
     assert err.strip() == ("error: step 2: loss term 'classification' is nan; no checkpoint "
                            "was written yet")
+
+
+def test_the_learning_rate_scales_with_the_batch_and_the_schedule_with_its_factor(
+        smoke_config, tmp_path):
+    """The authors' 0.01 per 16 images for RetinaNet gives 0.00125 for 2 images, times the
+    factor; the schedule multiplies the steps; GHM runs log their bins and positive share."""
+    config = smoke_config("optim.lr=null", "optim.lr_factor=2", "optim.schedule=2",
+                          "optim.iterations=3", "optim.milestones=[]", "optim.warmup_iters=0",
+                          "model.cls_loss=ghm_c")
+    result = fit(config, out=tmp_path)
+    assert result.final["steps"] == 6 and result.final["global_batch"] == 2
+    assert result.final["lr"] == pytest.approx(0.01 * 2 / 16 * 2)
+    train = [r for r in result.metrics if "loss" in r]
+    assert len(train) == 6 and all(r["lr"] == pytest.approx(0.0025) for r in train)
+    assert all(1 <= r["ghm_c_bins"] <= 30 and 0 < r["ghm_c_positive_grad"] < 1 for r in train)
+    assert all(r["loss"] == pytest.approx(r["classification"] + r["bbox_regression"])
+               for r in train)
