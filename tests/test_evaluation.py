@@ -17,7 +17,7 @@ from pycocotools.cocoeval import COCOeval
 
 from imbalance.data.coco import CocoDetection
 from imbalance.data.transforms import Resize, detection_transforms
-from imbalance.evaluation import METRICS, coco_evaluate, detect, predict
+from imbalance.evaluation import METRICS, bootstrap_ap, coco_evaluate, detect, predict
 
 
 def ann_file(root: Path, split: str) -> Path:
@@ -200,3 +200,28 @@ def test_predict_returns_images_targets_and_thresholded_predictions_on_the_cpu()
     image, _, pred = out[0]
     assert image.shape == (3, 8, 8) and pred["labels"].tolist() == [1]
     assert pred["boxes"].tolist() == [[3.0, 3.0, 7.0, 7.0]] and pred["scores"].device.type == "cpu"
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_the_bootstrap_reaccumulates_cocoeval_exactly(tiny_root: Path, split: str) -> None:
+    """Re-accumulating COCOeval's per-image matches over every image once gives its AP; over
+    resampled images the AP spreads, reproducibly for a seed."""
+    path = ann_file(tiny_root, split)
+    dets = jittered_detections(path)
+    ap = coco_evaluate(path, dets)["AP"]
+    b = bootstrap_ap(path, dets, 50, seed=3)
+    assert b["AP"] == pytest.approx(ap, abs=1e-12)
+    assert b["resamples"] == 50 and b["std"] > 0 and b["low"] < ap < b["high"]
+    assert bootstrap_ap(path, dets, 50, seed=3) == b
+    assert bootstrap_ap(path, dets, 50, seed=4) != b
+
+
+def test_the_bootstrap_refuses_bad_input(tiny_root: Path) -> None:
+    path = ann_file(tiny_root, "val")
+    dets = jittered_detections(path)
+    with pytest.raises(ValueError, match="resamples"):
+        bootstrap_ap(path, dets, 1)
+    with pytest.raises(ValueError, match="level"):
+        bootstrap_ap(path, dets, 10, level=1.5)
+    with pytest.raises(ValueError, match="none"):
+        bootstrap_ap(path, [], 10)

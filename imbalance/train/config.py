@@ -207,6 +207,9 @@ class RunConfig:
         eval_every: steps between COCO evaluations during training (``0``: only at the end).
         eval_batch_size: batch size of the evaluation (``None``: ``data.batch_size``).
         eval_score_threshold: detections scoring below it are not evaluated.
+        eval_bootstrap: resamples of the validation images at the final evaluation, which
+            measure the evaluation noise of AP (:func:`imbalance.evaluation.bootstrap_ap`,
+            ``final.json``'s ``ap.bootstrap``); 0 skips it.
         threads: CPU threads of torch's operators in each process (``None``: torch's default,
             one per core); 1 is faster on a CPU shared with other jobs.
         progress: show a tqdm progress bar (on rank 0).
@@ -225,6 +228,7 @@ class RunConfig:
     eval_every: int = 0
     eval_batch_size: int | None = None
     eval_score_threshold: float = 0.0
+    eval_bootstrap: int = 0
     threads: int | None = None
     progress: bool = True
 
@@ -306,7 +310,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "warmup_factor": 1 / 3, "iterations": 1200, "epochs": None,
                   "milestones": [8 / 12, 11 / 12], "gamma": 0.1, "grad_clip": 35.0},
         "run": {"device": "auto", "amp": "auto", "log_every": 20, "checkpoint_every": 300,
-                "eval_every": 300, "threads": 1},
+                "eval_every": 300, "eval_bootstrap": 200, "threads": 1},
     },
     # Full runs on GPUs: the full benchmark (10k / 1k, 512 px), ResNet-50, 12 epochs, AMP, the
     # authors' learning rate scaled to the global batch and their warm-up.

@@ -300,13 +300,13 @@ class Trainer:
         raise NonFiniteLossError(f"step {self.step + 1}: {what}; {last}")
 
     # ------------------------------------------------------------------- evaluation, state
-    def _evaluate(self) -> dict[str, Any]:
+    def _evaluate(self, bootstrap: int = 0) -> dict[str, Any]:
         if self.bar is not None:
             self.bar.set_description(f"{self.config.name} (eval)")
         batch = self.config.run.eval_batch_size or self.config.data.batch_size
         result = evaluate(self.core, self.data.val, self.data.gt, device=self.device,
                           batch_size=batch, score_threshold=self.config.run.eval_score_threshold,
-                          info=self.info)
+                          info=self.info, bootstrap=bootstrap)
         self.log.append(eval_record(self.step, self.epoch(), result))
         self.model.train()
         if self.bar is not None:
@@ -380,7 +380,7 @@ class Trainer:
                          self.run_dir.last_checkpoint, self.core.eval())
 
     def _finish(self) -> FitResult:
-        ap = self._evaluate()
+        ap = self._evaluate(self.config.run.eval_bootstrap)
         final: dict[str, Any] = {
             "name": self.config.name,
             "config": self.config.to_dict(),

@@ -92,12 +92,14 @@ class LossWindow:
 
     def summary(self) -> dict[str, float]:
         """``loss`` (the sum of the terms), each term, and ``images_per_s``; means over the
-        window; then the means of the statistics."""
+        window; then ``statistics``, the means of the statistics, if any were added."""
         means = {name: total / max(self.steps, 1) for name, total in self.sums.items()}
-        out = {"loss": sum(means.values())}
+        out: dict[str, Any] = {"loss": sum(means.values())}
         out.update(means)
         out["images_per_s"] = self.images / self.seconds if self.seconds > 0 else 0.0
-        out.update({name: total / count for name, (total, count) in self.stats.items()})
+        if self.stats:
+            out["statistics"] = {name: total / count
+                                 for name, (total, count) in self.stats.items()}
         return out
 
     def state_dict(self) -> dict[str, Any]:
@@ -120,7 +122,7 @@ def eval_record(step: int, epoch: float, result: dict[str, Any]) -> dict[str, An
 
 #: The fields of a training record that are not loss terms.
 RECORD_FIELDS: tuple[str, ...] = ("step", "iteration", "epoch", "lr", "loss", "images_per_s",
-                                  "time")
+                                  "time", "statistics")
 
 
 def loss_terms(record: dict[str, Any]) -> dict[str, float]:

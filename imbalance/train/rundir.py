@@ -23,7 +23,7 @@ RUN_FILES: tuple[str, ...] = ("config.yaml", "metrics.jsonl", "final.json", "che
 RESUME_MAY_CHANGE: tuple[str, ...] = ("name", "run.progress", "data.workers",
                                       "run.eval_batch_size", "run.compile", "run.channels_last",
                                       "run.keep_checkpoints", "run.checkpoint_every",
-                                      "run.threads")
+                                      "run.threads", "run.eval_bootstrap")
 
 
 class RunDir:

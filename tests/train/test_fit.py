@@ -17,6 +17,7 @@ from imbalance.models import BOX_LOSSES, CLS_LOSSES, build_model
 from imbalance.plotting import plot_training_curves
 from imbalance.train import FitResult, NonFiniteLossError, TrainConfig, fit
 from imbalance.train.__main__ import main
+from imbalance.train.metrics import loss_terms
 
 # Measured: 4 images, 40 steps give AP50 = 1.0 (AP 0.83); the untrained model scores 0.0.
 AP50_FLOOR = 0.5
@@ -179,6 +180,19 @@ def test_the_learning_rate_scales_with_the_batch_and_the_schedule_with_its_facto
     assert result.final["lr"] == pytest.approx(0.01 * 2 / 16 * 2)
     train = [r for r in result.metrics if "loss" in r]
     assert len(train) == 6 and all(r["lr"] == pytest.approx(0.0025) for r in train)
-    assert all(1 <= r["ghm_c_bins"] <= 30 and 0 < r["ghm_c_positive_grad"] < 1 for r in train)
+    stats = [r["statistics"] for r in train]
+    assert all(1 <= s["ghm_c_bins"] <= 30 and 0 < s["ghm_c_positive_grad"] < 1 for s in stats)
+    assert set(loss_terms(train[0])) == {"classification", "bbox_regression"}
+    assert "bootstrap" not in result.ap  # run.eval_bootstrap is 0
     assert all(r["loss"] == pytest.approx(r["classification"] + r["bbox_regression"])
                for r in train)
+
+
+def test_the_final_evaluation_measures_its_noise_by_bootstrap(smoke_config, tmp_path):
+    result = fit(smoke_config("optim.iterations=4", "run.eval_bootstrap=20",
+                              "data.max_val_images=8", "model.options.score_thresh=0.0"),
+                 out=tmp_path)
+    b = result.ap["bootstrap"]
+    assert b["resamples"] == 20 and b["AP"] == pytest.approx(result.ap["AP"], abs=1e-9)
+    assert b["low"] <= b["high"] and b["std"] >= 0
+    assert json.loads((tmp_path / "final.json").read_text())["ap"]["bootstrap"] == b
