@@ -59,6 +59,7 @@ BALANCED_L1_DEFAULTS: dict[str, float] = signature_defaults(balanced_l1_loss, "a
 #: The second stage's smooth L1 beta without Balanced L1: 1.0 as the Libra authors' Faster R-CNN
 #: (torchvision's ``fastrcnn_loss`` uses 1/9).
 SMOOTH_L1_BETA = 1.0
+TORCHVISION_REPRESENTATION = 1024  # the width of torchvision's (and the papers') box head
 
 BoxLossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -445,9 +446,12 @@ def libra_rcnn(
     if bfp:
         neck = BalancedFeaturePyramid(fpn_channels, 5, refine_level=2, refine="non_local")
         features = BackboneWithNeck(features, neck)
-    box_head = TwoMLPHead(fpn_channels * 7 * 7, representation_size)
-    predictor = FastRCNNPredictor(representation_size, num_classes + 1)
-    model = FasterRCNN(features, box_head=box_head, box_predictor=predictor, **kwargs)
+    if representation_size != TORCHVISION_REPRESENTATION:
+        kwargs["box_head"] = TwoMLPHead(fpn_channels * 7 * 7, representation_size)
+        kwargs["box_predictor"] = FastRCNNPredictor(representation_size, num_classes + 1)
+    else:  # torchvision builds its own, drawing the same initial weights as before
+        kwargs["num_classes"] = num_classes + 1
+    model = FasterRCNN(features, **kwargs)
 
     samplers: tuple[Sampler, Sampler]
     if iou_balanced:
