@@ -407,6 +407,42 @@ def plot_metric_against(x: Sequence[float], series: Mapping[str, Sequence[Any]],
     return ax
 
 
+def plot_intervals(x: Sequence[float], series: Mapping[str, Sequence[Any]], *, xlabel: str,
+                   ylabel: str, scale: float = 1.0, logx: bool = False,
+                   title: str | None = None, ax: Axes | None = None) -> Axes:
+    """Points with intervals against a knob, one line per series (e.g. AP against the schedule
+    length, with each mean's 95 % interval).
+
+    Args:
+        x: the knob's values.
+        series: label → one entry per x, each ``(mean, low, high)`` or ``None`` (not measured).
+        scale: multiply every value by it.
+        logx: a base-2 logarithmic x axis (schedule multiples 0.25, 0.5, 1, 2).
+    """
+    xs = np.asarray(x, dtype=np.float64)
+    with style():
+        ax = _axes(ax, (5, 3.5))
+        for i, (label, points) in enumerate(series.items()):
+            if len(points) != len(xs):
+                raise ValueError(f"series {label!r} has {len(points)} points for {len(xs)} x")
+            keep = [j for j, p in enumerate(points) if p is not None]
+            if not keep:
+                continue
+            mid, low, high = (scale * np.array([points[j][k] for j in keep]) for k in range(3))
+            if np.any(low > mid) or np.any(high < mid):
+                raise ValueError(f"series {label!r}: an interval does not hold its point")
+            ax.errorbar(xs[keep], mid, yerr=[mid - low, high - mid], label=str(label),
+                        color=colour(i), linestyle=LINESTYLES[i % len(LINESTYLES)], marker="o",
+                        capsize=3)
+        if logx:
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(xs, [f"{v:g}" for v in xs])
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        _finish(ax, title, False, len(series) > 1)
+    return ax
+
+
 def cumulative_share(values: Any, max_points: int = 2001) -> tuple[np.ndarray, np.ndarray]:
     """The curve of :func:`plot_cumulative_share`: sort ``values`` (non-negative, any shape)
     ascending; x is the fraction of elements so far, y their fraction of ``Σ values``.

@@ -160,3 +160,23 @@ def test_plot_metric_against_draws_means_and_error_bars() -> None:
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["FL", "GHM-C"]
     with pytest.raises(ValueError, match="points"):
         plotting.plot_metric_against(x, {"FL": [0.1]}, xlabel="x", ylabel="y")
+
+
+def test_plot_intervals_draws_each_point_with_its_interval() -> None:
+    series = {"FL": [(0.3, 0.28, 0.33), (0.4, 0.35, 0.41), None],
+              "GHM-C": [(0.2, 0.1, 0.25), (0.3, 0.3, 0.3), (0.35, 0.3, 0.4)]}
+    ax = plotting.plot_intervals([0.5, 1, 2], series, xlabel="schedule", ylabel="AP",
+                                 scale=100, logx=True)
+    lines = [line for line in ax.get_lines() if len(line.get_xdata()) > 1
+             and line.get_linestyle() != "None"]
+    assert [list(line.get_xdata()) for line in lines] == [[0.5, 1.0], [0.5, 1.0, 2.0]]
+    assert list(lines[0].get_ydata()) == pytest.approx([30, 40])
+    caps = [c for c in ax.containers]
+    segs = caps[1].lines[2][0].get_segments()  # GHM-C's error bars: (x, low) -> (x, high)
+    assert [tuple(np.round(s[:, 1], 6)) for s in segs] == [(10, 25), (30, 30), (30, 40)]
+    assert ax.get_xscale() == "log"
+    with pytest.raises(ValueError, match="3 x"):
+        plotting.plot_intervals([1, 2, 3], {"a": [(1, 0, 2)]}, xlabel="", ylabel="")
+    with pytest.raises(ValueError, match="does not hold"):
+        plotting.plot_intervals([1], {"a": [(1, 2, 3)]}, xlabel="", ylabel="")
+    plt.close("all")

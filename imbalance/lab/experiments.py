@@ -46,7 +46,7 @@ import yaml
 from imbalance.evaluation import METRICS
 from imbalance.files import write_atomic, write_json_atomic, write_text_atomic
 from imbalance.lab.cache import CONFIGS
-from imbalance.lab.statistics import welch_interval
+from imbalance.lab.statistics import mean_interval, welch_interval
 from imbalance.train import PRESETS, TrainConfig, fit, load_config
 from imbalance.train.config import config_differences
 from imbalance.train.rundir import RESUME_MAY_CHANGE
@@ -68,6 +68,26 @@ class Experiment:
     def slug(self) -> str:
         """The folder name of the configuration."""
         return _slug(self.name)
+
+    def _setting(self, key: str) -> float:
+        values = [o.split("=", 1)[1] for o in self.overrides if o.startswith(f"{key}=")]
+        return float(values[-1]) if values else 1.0
+
+    @property
+    def schedule(self) -> float:
+        """The schedule multiple of the run (``optim.schedule``; 1 unless overridden)."""
+        return self._setting("optim.schedule")
+
+    @property
+    def lr_factor(self) -> float:
+        """The learning-rate factor of the run (``optim.lr_factor``; 1 unless overridden)."""
+        return self._setting("optim.lr_factor")
+
+    @property
+    def configuration(self) -> str:
+        """The name without the ladder's and the sweep's tag (``"FL + SL1 [lr 2x]"`` →
+        ``"FL + SL1"``)."""
+        return self.name.split(" [", 1)[0]
 
     def config_file(self, preset: str, configs: Path = CONFIGS) -> Path:
         return configs / f"{self.base}_{preset}.yaml"
@@ -348,6 +368,8 @@ def summarize(out: str | os.PathLike, *, grid: str | None = None, preset: str | 
         rows[e.name] = {m: _stats([f["ap"].get(m) for _, f in finals]) for m in METRICS}
         rows[e.name]["seeds"] = [s for s, _ in finals]
         rows[e.name]["overrides"] = list(e.overrides)
+        rows[e.name].update(configuration=e.configuration, schedule=e.schedule,
+                            lr_factor=e.lr_factor)
         runs += [_provenance(f) for _, f in finals]
     lost = sorted(set(meta.get("rows", {})) - set(rows))
     if lost and not force:
@@ -470,6 +492,25 @@ def compare(summary: dict[str, Any], a: str, b: str, metric: str = "AP") -> Comp
                          f"{b!r} has {len(vb)}")
     w = welch_interval(va, vb)
     return Comparison(a, b, metric, w.difference, w.stderr, w.df, w.low, w.high)
+
+
+def ladder(summary: dict[str, Any], metric: str = "AP", level: float = 0.95
+           ) -> dict[str, dict[float, tuple[float, float, float]]]:
+    """A summary's schedule ladder: configuration → schedule multiple → (mean, low, high) of
+    ``metric`` over seeds, the t-interval of the mean at ``level`` (low = high = mean with one
+    seed). Rows without a ``schedule`` (older summaries) count as 1x."""
+    out: dict[str, dict[float, tuple[float, float, float]]] = {}
+    for name, row in summary["rows"].items():
+        values = [v for v in row[metric]["values"] if v is not None and math.isfinite(v)]
+        if not values:
+            continue
+        family = row.get("configuration", name.split(" [", 1)[0])
+        if len(values) > 1:
+            point = mean_interval(values, level)
+        else:
+            point = (values[0], values[0], values[0])
+        out.setdefault(family, {})[float(row.get("schedule", 1.0))] = point
+    return {k: dict(sorted(v.items())) for k, v in out.items()}
 
 
 def describe_provenance(summary: dict[str, Any]) -> str:

@@ -18,7 +18,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["WelchInterval", "student_t_cdf", "student_t_quantile", "welch_interval"]
+__all__ = ["WelchInterval", "mean_interval", "student_t_cdf", "student_t_quantile",
+           "welch_interval"]
 
 
 def _betacf(a: float, b: float, x: float) -> float:
@@ -114,6 +115,19 @@ class WelchInterval:
 def _mean_var(values: Sequence[float]) -> tuple[float, float]:
     mean = sum(values) / len(values)
     return mean, sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+
+
+def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the t-interval ``mean ± t_{(1+level)/2, n-1} · s / sqrt(n)`` of the
+    mean of two or more finite values."""
+    values = [float(v) for v in values]
+    if len(values) < 2 or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"a t-interval of a mean needs two finite values or more, got {values}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    mean, var = _mean_var(values)
+    half = student_t_quantile(0.5 + level / 2.0, len(values) - 1) * math.sqrt(var / len(values))
+    return mean, mean - half, mean + half
 
 
 def welch_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> WelchInterval:

@@ -236,3 +236,21 @@ def test_variants_name_and_override_the_ladder_and_the_sweep():
     assert names[:2] == ["FL + SL1", "Faster R-CNN (beta 1)"]
     assert {"GHM-C + SL1 (level)", "GHM-C + SL1 (batch)", "FL + GHM-R (level)",
             "FL + GHM-R (batch)"} <= set(names)
+
+
+def test_the_ladder_reads_schedules_and_intervals_from_the_kept_runs(tmp_path):
+    out = tmp_path / "ladder"
+    aps = {"fl_sl1": [0.50, 0.52, 0.54], "fl_sl1_schedule_2x": [0.55, 0.56, 0.57]}
+    for slug, values in aps.items():
+        for seed, ap in enumerate(values):
+            _fake_run(out / slug / f"seed{seed}", ap, "2026-12-01T10:00:00+00:00")
+    s = experiments.summarize(out, grid="pilot", preset="protocol", seeds=[0, 1, 2],
+                              schedules=[1, 2])
+    assert s["rows"]["FL + SL1 [schedule 2x]"]["schedule"] == 2.0
+    assert s["rows"]["FL + SL1"]["configuration"] == "FL + SL1"
+    steps = experiments.ladder(s)["FL + SL1"]
+    assert list(steps) == [1.0, 2.0]
+    mean, low, high = steps[2.0]
+    assert mean == pytest.approx(0.56) and low < 0.55 and high > 0.57
+    assert experiments.compare(s, "FL + SL1 [schedule 2x]", "FL + SL1").difference == \
+        pytest.approx(0.04)

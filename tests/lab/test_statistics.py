@@ -53,3 +53,17 @@ def test_bad_input_raises():
     same = welch_interval([0.3, 0.3], [0.2, 0.2])
     assert (same.low, same.high, same.verdict) == (pytest.approx(0.1), pytest.approx(0.1),
                                                    "higher")
+
+
+def test_mean_interval_by_hand():
+    from imbalance.lab.statistics import mean_interval
+
+    values = [0.50, 0.52, 0.55]
+    mean = sum(values) / 3
+    s = math.sqrt(sum((v - mean) ** 2 for v in values) / 2)
+    m, low, high = mean_interval(values)
+    assert m == pytest.approx(mean)
+    assert high - m == pytest.approx(TABLE[2] * s / math.sqrt(3), rel=1e-4)
+    assert m - low == pytest.approx(high - m)
+    with pytest.raises(ValueError, match="two finite"):
+        mean_interval([0.5])
