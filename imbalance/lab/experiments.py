@@ -20,6 +20,12 @@ deviation over seeds of AP, AP50, AP75, APs, APm and APl, with the provenance of
 instead of training it again: the outliers grid at 0 % outliers is the retinanet grid's FL + SL1
 and GHM-C + SL1.
 
+``run --schedules 0.5 1 2`` trains each configuration at multiples of the preset's schedule (the
+ladder, :func:`ladder`) and ``--lr-factors 0.5 1 2`` at multiples of its learning rate (the
+sweep); :func:`variants` names them. :func:`compare` sets two configurations side by side with
+Welch's 95 % t-interval (:mod:`imbalance.lab.statistics`). The ``pilot`` grid holds the
+configurations whose convergence and wiring issue 12 measures (``book/results/pilot/run.sh``).
+
 The seed changes the model's initialisation and the data order; the benchmark itself (its
 ``data.synthetic_seed``) is the same for every run, so the spread measures training noise only.
 """

@@ -4,7 +4,8 @@ One code path for one process and for several under ``torchrun`` (DDP, gloo on C
 CUDA). Each step: forward in autocast, the loss terms averaged over the processes and checked
 (a non-finite term stops the run with :class:`NonFiniteLossError`, before the weights change),
 backward, gradient clipping, the optimiser and learning rate steps. Every ``log_every`` steps a
-record goes to ``metrics.jsonl``; every ``checkpoint_every`` steps and at the end
+record goes to ``metrics.jsonl`` (with the model's ``training_statistics()``, e.g. GHM's bins,
+under ``statistics``, rank 0's own); every ``checkpoint_every`` steps and at the end
 ``checkpoints/last.pt`` is written atomically with everything a resume needs (weights, optimiser,
 scheduler, scaler, step, the generators' states of every process, the metrics' length); every
 ``eval_every`` steps and at the end the model is scored with COCO AP; ``final.json`` closes the
