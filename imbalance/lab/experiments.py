@@ -348,15 +348,18 @@ def summarize(out: str | os.PathLike, *, grid: str | None = None, preset: str | 
 
     Reads ``out/runs/<configuration>/seed<k>/final.json`` (:func:`kept_run`); writes
     ``out/summary.json`` and ``out/summary.csv`` (rows in the grid's order) and returns the
-    summary. Runs that have not finished are left out and listed under ``"missing"``.
+    summary. Runs that have not finished are left out and listed under ``"missing"``. The seeds,
+    schedules and learning-rate factors are those of the existing summary and the ones given.
     """
     out = Path(out)
     meta = _read_json(out / "summary.json") if (out / "summary.json").exists() else {}
     grid = grid or meta.get("grid")
     preset = preset or meta.get("preset")
-    seeds = list(seeds if seeds is not None else meta.get("seeds", []))
-    schedules = list(schedules if schedules is not None else meta.get("schedules", [1.0]))
-    lr_factors = list(lr_factors if lr_factors is not None else meta.get("lr_factors", [1.0]))
+    # a summary covers every seed, schedule and rate it covered before and the ones given, so
+    # grids run a seed or a schedule at a time add up instead of replacing each other
+    seeds = sorted({*meta.get("seeds", []), *(seeds or [])})
+    schedules = sorted({*meta.get("schedules", []), *(schedules or [])} or {1.0})
+    lr_factors = sorted({*meta.get("lr_factors", []), *(lr_factors or [])} or {1.0})
     if grid not in GRIDS:
         raise ValueError(f"unknown grid {grid!r}; give --grid (one of {sorted(GRIDS)})")
     rows: dict[str, Any] = {}

@@ -198,7 +198,12 @@ def test_compare_tells_a_difference_from_seed_noise(tmp_path):
     assert experiments.compare(s, "CE (prior init) + SL1", "FL + SL1").verdict == "lower"
     with pytest.raises(KeyError, match="SSD"):
         experiments.compare(s, "SSD", "FL + SL1")
-    one = experiments.summarize(out, grid="retinanet", preset="cpu", seeds=[0])
+    # a summary keeps the seeds it had: summarising seed 0 again still covers 0, 1 and 2
+    assert experiments.summarize(out, seeds=[0])["seeds"] == [0, 1, 2]
+    one = experiments.summarize(tmp_path / "one", grid="retinanet", preset="cpu", seeds=[0])
+    _fake_run(tmp_path / "one" / "fl_sl1" / "seed0", 0.3, "2026-12-01T10:00:00+00:00")
+    _fake_run(tmp_path / "one" / "ghm_c_sl1" / "seed0", 0.3, "2026-12-01T10:00:00+00:00")
+    one = experiments.summarize(tmp_path / "one", seeds=[0])
     with pytest.raises(ValueError, match="two seeds"):
         experiments.compare(one, "FL + SL1", "GHM-C + SL1")
 
