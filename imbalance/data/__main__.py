@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     make.add_argument("--workers", type=int, default=None,
                       help="worker processes (default: the CPU count, at most 8)")
     make.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    make.add_argument("--overwrite", action="store_true",
+                      help="write into a non-empty folder this generator did not make (files of "
+                           "the same names are replaced, none is deleted)")
     knobs = make.add_argument_group("knobs")
     for f in dataclasses.fields(SyntheticConfig):
         kind = int if f.type in (int, "int") else float
@@ -57,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         start = time.perf_counter()
         try:
             out = make_dataset(args.out, args.preset, seed=args.seed, workers=args.workers,
-                               progress=not args.no_progress, **knobs)
+                               progress=not args.no_progress, overwrite=args.overwrite, **knobs)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -538,16 +538,44 @@ def _categories(config: SyntheticConfig) -> list[dict]:
             for k, c in enumerate(CLASSES[:config.num_classes])]
 
 
+#: The file :func:`make_dataset` writes first into its folder: a folder holding it (or the
+#: generator's own annotation files) is the generator's to rewrite.
+MARKER = ".imbalance-synthetic"
+
+
+def _is_ours(out: Path) -> bool:
+    """Whether ``out`` holds a dataset this generator wrote (its marker, or annotation files
+    whose ``info`` names the generator)."""
+    if (out / MARKER).is_file():
+        return True
+    for split in ("train", "val"):
+        path = out / "annotations" / f"instances_{split}.json"
+        if path.is_file():
+            try:
+                with open(path, encoding="utf-8") as f:
+                    head = f.read(300)
+            except OSError:
+                return False
+            if '"generator":"imbalance.data.synthetic"' in head:
+                return True
+    return False
+
+
 def make_dataset(out: str | os.PathLike, preset: str = "tiny", *, seed: int = 0,
-                 workers: int | None = None, progress: bool = True, **knobs: float) -> Path:
+                 workers: int | None = None, progress: bool = True, overwrite: bool = False,
+                 **knobs: float) -> Path:
     """Generate the benchmark as a COCO dataset and return ``out``.
 
     Writes ``out/annotations/instances_{train,val}.json`` and ``out/{train,val}/NNNNNN.png``.
     The JSON ``info`` records the generator version, preset, seed, every knob and the number of
     outliers. Besides the COCO fields, each annotation has ``occluded`` (the fraction of the
     object hidden by later ones) and ``contrast`` (see :class:`RenderedObject`), and an outlier
-    has ``outlier`` and its true value (see :func:`_inject_outliers`). Stale
-    ``NNNNNN.png`` files of an earlier, larger run in the split folders are removed.
+    has ``outlier`` and its true value (see :func:`_inject_outliers`).
+
+    ``out`` must be missing, empty, or a dataset this generator wrote (it writes the marker file
+    :data:`MARKER` first); then stale ``NNNNNN.png`` files of an earlier, larger run in the split
+    folders are removed. Any other folder is refused unless ``overwrite``, and even then nothing
+    the generator did not write is deleted (files of the same names are replaced).
 
     Args:
         out: the output folder, created if missing.
@@ -555,7 +583,12 @@ def make_dataset(out: str | os.PathLike, preset: str = "tiny", *, seed: int = 0,
         seed: the dataset seed; the same seed gives byte-identical files.
         workers: worker processes; None picks min(cpu count, 8), or 1 for fewer than 64 images.
         progress: show a tqdm progress bar.
+        overwrite: write into a non-empty folder that is not one of the generator's.
         **knobs: fields of :class:`SyntheticConfig` overriding the preset.
+
+    Raises:
+        ValueError: a bad knob, seed or worker count; ``out`` is not a folder; or ``out`` holds
+            files the generator did not write and ``overwrite`` is False.
     """
     config = config_for(preset, **knobs)
     if not isinstance(seed, int | np.integer) or seed < 0:
@@ -568,12 +601,23 @@ def make_dataset(out: str | os.PathLike, preset: str = "tiny", *, seed: int = 0,
     if workers < 1:
         raise ValueError(f"workers={workers!r} is invalid: must be >= 1")
 
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file, not a folder; give --out a folder")
+    ours = out.is_dir() and _is_ours(out)
+    if out.is_dir() and not ours and any(out.iterdir()) and not overwrite:
+        raise ValueError(f"{out} holds files that this generator did not write; choose an empty "
+                         f"or new folder, or pass --overwrite (overwrite=True) to write into it "
+                         f"(files of the same names are replaced, none is deleted)")
+    out.mkdir(parents=True, exist_ok=True)
+    if ours or not any(out.iterdir()):
+        (out / MARKER).write_text(f"imbalance.data.synthetic {GENERATOR_VERSION}\n")
+        ours = True
     (out / "annotations").mkdir(parents=True, exist_ok=True)
     tasks = []
     for split, n in counts.items():
         folder = out / split
         folder.mkdir(parents=True, exist_ok=True)
-        for stale in folder.iterdir():
+        for stale in folder.iterdir() if ours else ():
             if _FILE_PATTERN.match(stale.name) and int(stale.name[:6]) >= n:
                 stale.unlink()
         tasks += [(config, seed, split, i, str(folder / f"{i:06d}.png")) for i in range(n)]

@@ -53,7 +53,7 @@ def test_same_seed_gives_the_same_bytes_whatever_the_worker_count(tmp_path: Path
     a = make_dataset(tmp_path / "a", "tiny", seed=7, workers=1, progress=False, **knobs)
     b = make_dataset(tmp_path / "b", "tiny", seed=7, workers=2, progress=False, **knobs)
     fa, fb = files(a), files(b)
-    assert len(fa) == 2 + 12 + 4
+    assert len(fa) == 1 + 2 + 12 + 4  # the marker, the annotations, the images
     assert fa.keys() == fb.keys()
     assert all(fa[k] == fb[k] for k in fa)
 
@@ -341,3 +341,34 @@ def test_cli_reports_bad_knobs_clearly(tmp_path: Path) -> None:
     assert result.returncode == 2 and "contrast" in result.stderr
     result = run_cli("make", "--out", str(tmp_path), "--colour", "3")
     assert result.returncode == 2 and "--colour" in result.stderr
+
+
+def test_make_refuses_a_folder_it_did_not_write_and_never_deletes_its_files(tmp_path):
+    """Issue 13, item 1: 100 files of a user's own in train/ were deleted or overwritten."""
+    from imbalance.data.__main__ import main as data_main
+    from imbalance.data.synthetic import MARKER
+
+    user = tmp_path / "mine"
+    (user / "train").mkdir(parents=True)
+    for i in range(40):
+        (user / "train" / f"{i:06d}.png").write_bytes(b"user data %d" % i)
+    with pytest.raises(ValueError, match="did not write.*--overwrite"):
+        make_dataset(user, "tiny", progress=False, train_images=4, val_images=2)
+    assert sorted(p.name for p in user.rglob("*")) == sorted(
+        ["train", *[f"{i:06d}.png" for i in range(40)]])
+    assert data_main(["make", "--out", str(user), "--train-images", "4", "--val-images", "2",
+                      "--no-progress"]) == 2
+    # --overwrite writes its 4 images over the user's first 4 and deletes none of the others
+    make_dataset(user, "tiny", progress=False, overwrite=True, train_images=4, val_images=2)
+    assert len(list((user / "train").glob("*.png"))) == 40
+    assert (user / "train" / "000010.png").read_bytes() == b"user data 10"
+    assert not (user / MARKER).exists()
+    # a folder the generator made is its own to rewrite: stale images of a larger run go
+    ours = make_dataset(tmp_path / "ours", "tiny", progress=False, train_images=6, val_images=2)
+    assert (ours / MARKER).is_file()
+    make_dataset(ours, "tiny", progress=False, train_images=3, val_images=2)
+    assert sorted(p.name for p in (ours / "train").iterdir()) == [f"{i:06d}.png"
+                                                                   for i in range(3)]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        make_dataset(tmp_path / "file", "tiny", progress=False)
