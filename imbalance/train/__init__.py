@@ -31,6 +31,7 @@ from imbalance.train.config import (
     validate,
 )
 from imbalance.train.loop import FitResult, NonFiniteLossError, fit
+from imbalance.train.rundir import RunLockedError
 
 __all__ = [
     "PRESETS",
@@ -41,6 +42,7 @@ __all__ = [
     "NonFiniteLossError",
     "OptimConfig",
     "RunConfig",
+    "RunLockedError",
     "TrainConfig",
     "apply_overrides",
     "fit",

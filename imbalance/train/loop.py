@@ -14,6 +14,7 @@ run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -112,7 +113,8 @@ def fit(config: TrainConfig | str | os.PathLike, *, out: str | os.PathLike | Non
 
     Raises:
         ConfigError: the configuration is invalid, or ``out`` holds another run; raised before
-            any work.
+            any work. :class:`~imbalance.train.rundir.RunLockedError` (a ``ConfigError``):
+            another process is training in ``out``.
         NonFiniteLossError: a loss term became NaN or infinite.
     """
     started = time.perf_counter()
@@ -127,7 +129,8 @@ def fit(config: TrainConfig | str | os.PathLike, *, out: str | os.PathLike | Non
     if config.run.sync_bn and info.enabled and device.type != "cuda":
         raise ConfigError(f"run.sync_bn: torch's SyncBatchNorm needs CUDA devices, the device is "
                           f"{device.type}; use model.norm=gn instead")
-    with cpu_threads(config.run.threads), deterministic_mode(config.run.deterministic), \
+    locked = run_dir.lock() if info.is_main else contextlib.nullcontext()
+    with locked, cpu_threads(config.run.threads), deterministic_mode(config.run.deterministic), \
             distributed.process_group(info, device):
         distributed.barrier()  # every rank has checked the folder before rank 0 changes it
         if info.is_main:

@@ -4,12 +4,20 @@
 (``last.pt``, optionally ``iter_XXXXXX.pt``) and ``out/final.json``. A folder that already holds
 a run is only reused on request: ``resume`` continues it (the configuration must match, up to
 settings that change nothing in the result) and ``overwrite`` deletes its files and starts over.
+
+One process at a time: :meth:`RunDir.lock` holds ``out/.lock`` (an exclusive ``flock``, released
+by the system when the process ends, however it ends) for as long as the run trains, so a second
+process on the same folder (a second ``--resume``, or ``--overwrite`` under a running run) fails
+at once, before it changes anything, with a message naming the holder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -24,6 +32,18 @@ RESUME_MAY_CHANGE: tuple[str, ...] = ("name", "run.progress", "data.workers",
                                       "run.eval_batch_size", "run.compile", "run.channels_last",
                                       "run.keep_checkpoints", "run.checkpoint_every",
                                       "run.threads", "run.eval_bootstrap")
+
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no flock; runs are not locked there
+    fcntl = None  # type: ignore[assignment]
+
+LOCK_FILE = ".lock"
+
+
+class RunLockedError(ConfigError):
+    """Another process is running in the output folder; the message names it (pid, host)."""
 
 
 class RunDir:
@@ -56,6 +76,39 @@ class RunDir:
         """``checkpoints/iter_XXXXXX.pt`` of step ``step``."""
         return self.checkpoints / f"iter_{step:06d}.pt"
 
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the folder's lock (created with the folder if missing) while the block runs.
+
+        Raises:
+            RunLockedError: another process holds it; the message names that process.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:  # pragma: no cover
+            yield
+            return
+        handle = open(self.path / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise RunLockedError(f"out: {self.path} is in use by {holder}, which is training "
+                                 f"there; wait for it to end (or stop it), or choose another "
+                                 f"--out") from None
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            handle.flush()
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+
     def holds_run(self) -> bool:
         """Whether any file of a run is in the folder."""
         return any((self.path / name).exists() for name in RUN_FILES)
@@ -79,6 +132,8 @@ class RunDir:
             saved = yaml.safe_load(self.config_file.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"out: {self.config_file} is not valid YAML: {e}") from None
+        with contextlib.suppress(ConfigError):  # a field added since takes its default
+            saved = TrainConfig.from_dict(saved).to_dict()
         differ = config_differences(saved, config.to_dict(), ignore=RESUME_MAY_CHANGE)
         if differ:
             shown = ", ".join(differ[:8]) + (" ..." if len(differ) > 8 else "")

@@ -86,7 +86,8 @@ def test_overfitting_four_images_lifts_ap50_above_the_floor(smoke_config, tmp_pa
 def test_a_run_writes_its_files_and_where_its_result_comes_from(focal_run):
     out = focal_run.out
     assert {p.name for p in out.iterdir()} == {"config.yaml", "metrics.jsonl", "final.json",
-                                               "checkpoints"}
+                                               "checkpoints", ".lock"}
+    assert (out / ".lock").read_text() == ""  # released: it names no holder
     assert TrainConfig.from_dict(yaml.safe_load((out / "config.yaml").read_text())) \
         == focal_run.config
     final = focal_run.final

@@ -8,7 +8,9 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import pytest
 import torch
 
 from imbalance.files import read_jsonl as read_metrics
@@ -71,3 +73,33 @@ def test_a_killed_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
         assert {k: v for k, v in ra.items() if k not in TIMING} == \
             {k: v for k, v in rb.items() if k not in TIMING}
     assert resumed.ap == uninterrupted.ap
+
+
+def test_a_second_process_on_the_same_folder_is_refused_at_once(smoke_config, tmp_path, capsys):
+    """Issue 13, item 2: two processes on one --out interleaved their metrics; now the second
+    fails before it changes anything, naming the holder."""
+    from imbalance.train import RunLockedError
+    from imbalance.train.__main__ import main
+    from imbalance.train.rundir import RunDir
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from imbalance.train.rundir import RunDir\n"
+         f"with RunDir({str(out)!r}).lock():\n    print('locked', flush=True)\n"
+         "    sys.stdin.readline()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        (out / "metrics.jsonl").write_text('{"step": 1}\n')
+        with pytest.raises(RunLockedError, match=f"in use by pid {holder.pid} on "):
+            fit(smoke_config(), out=out, overwrite=True)
+        assert (out / "metrics.jsonl").read_text() == '{"step": 1}\n'  # nothing deleted
+        config = Path(__file__).resolve().parents[2] / "configs" / "retinanet_focal_smoke.yaml"
+        assert main(["--config", str(config), "--out", str(out), "--overwrite",
+                     "run.device=cpu"]) == 2
+        assert f"in use by pid {holder.pid}" in capsys.readouterr().err
+        assert (out / "metrics.jsonl").read_text() == '{"step": 1}\n'
+    finally:
+        holder.communicate("\n", timeout=30)
+    with RunDir(out).lock():  # the holder is gone, and its lock with it
+        assert f"pid {os.getpid()} on " in (out / ".lock").read_text()
