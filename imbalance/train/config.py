@@ -20,11 +20,13 @@ what it allows.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import os
 import types
 import typing
@@ -397,14 +399,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return int(value)
         raise _fail(key, f"expected an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise _fail(key, f"expected a number, got {value!r}")
+            number = float(value)
+        elif isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        if number is None:
+            raise _fail(key, f"expected a number, got {value!r}")
+        if not math.isfinite(number):  # NaN passes every < test: refuse it here
+            raise _fail(key, f"expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -550,6 +555,8 @@ def _one_of(key: str, value: Any, allowed: Iterable[str]) -> None:
 def _at_least(key: str, value: float | None, low: float, *, strict: bool = False) -> None:
     if value is None:
         return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _fail(key, f"must be a finite number, got {value!r}")
     if (value <= low) if strict else (value < low):
         raise _fail(key, f"must be {'>' if strict else '>='} {low}, got {value!r}")
 

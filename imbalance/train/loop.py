@@ -147,6 +147,22 @@ def _optimizer(o: OptimConfig, lr: float, params: list[nn.Parameter]) -> torch.o
     return torch.optim.SGD(params, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay)
 
 
+def _non_finite(*states: Any, prefix: str = "") -> list[str]:
+    """The names of the floating-point tensors in nested ``states`` holding NaN or inf."""
+    bad: list[str] = []
+    for i, state in enumerate(states):
+        items = state.items() if isinstance(state, dict) else (
+            enumerate(state) if isinstance(state, list | tuple) else [(i, state)])
+        for key, value in items:
+            name = f"{prefix}{key}"
+            if isinstance(value, torch.Tensor):
+                if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                    bad.append(name)
+            elif isinstance(value, dict | list | tuple):
+                bad += _non_finite(value, prefix=f"{name}.")
+    return bad
+
+
 def _to(target: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
             for k, v in target.items()}
@@ -339,6 +355,10 @@ class Trainer:
         }
 
     def _save(self) -> None:
+        bad = _non_finite(self.core.state_dict(), self.optimizer.state_dict())
+        if bad:  # never write, nor call good, a checkpoint that could not be trained on
+            self._fail(f"{len(bad)} tensor(s) of the weights and optimiser state are not "
+                       f"finite (e.g. {bad[0]}); no checkpoint was written")
         rng = distributed.all_gather_objects(capture_rng_state())
         if self.info.is_main:
             state = self._state(rng)

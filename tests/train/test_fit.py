@@ -17,6 +17,7 @@ from imbalance.models import BOX_LOSSES, CLS_LOSSES, build_model
 from imbalance.plotting import plot_training_curves
 from imbalance.train import FitResult, NonFiniteLossError, TrainConfig, fit
 from imbalance.train.__main__ import main
+from imbalance.train.config import validate
 from imbalance.train.metrics import loss_terms
 
 # Measured: 4 images, 40 steps give AP50 = 1.0 (AP 0.83); the untrained model scores 0.0.
@@ -197,3 +198,46 @@ def test_the_final_evaluation_measures_its_noise_by_bootstrap(smoke_config, tmp_
     assert b["resamples"] == 20 and b["AP"] == pytest.approx(result.ap["AP"], abs=1e-9)
     assert b["low"] <= b["high"] and b["std"] >= 0
     assert json.loads((tmp_path / "final.json").read_text())["ap"]["bootstrap"] == b
+
+
+def test_a_checkpoint_with_non_finite_state_is_never_written_nor_called_good(
+        smoke_config, tmp_path, monkeypatch):
+    """Issue 13, item 3: NaN settings ran until a non-finite loss and then called a checkpoint
+    with 106 NaN tensors "the last good one"."""
+    real = loop._optimizer
+
+    def poisoned(o, lr, params):
+        opt = real(o, lr, params)
+        calls = []
+
+        def hook(optimizer, args, kwargs):
+            calls.append(1)
+            if len(calls) == 4:  # after the 4th step its momentum holds a NaN
+                state = optimizer.state[optimizer.param_groups[0]["params"][0]]
+                state["momentum_buffer"].view(-1)[0] = float("nan")
+
+        opt.register_step_post_hook(hook)
+        return opt
+
+    monkeypatch.setattr(loop, "_optimizer", poisoned)
+    with pytest.raises(NonFiniteLossError) as info:
+        fit(smoke_config("run.checkpoint_every=2", "optim.iterations=10"), out=tmp_path)
+    assert "not finite" in str(info.value) and "no checkpoint was written" in str(info.value)
+    assert "last good checkpoint" in str(info.value) and "(step 2)" in str(info.value)
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
+    assert state["step"] == 2
+
+
+@pytest.mark.parametrize("override", ["optim.momentum=.nan", "optim.lr=.inf",
+                                      "optim.weight_decay=.nan", "optim.grad_clip=.nan",
+                                      "run.eval_score_threshold=.nan", "optim.lr_factor=.inf"])
+def test_non_finite_settings_are_refused(smoke_config, override):
+    from imbalance.train import ConfigError
+
+    with pytest.raises(ConfigError, match=f"{override.split('=')[0]}.*finite"):
+        smoke_config(override)
+    config = smoke_config()
+    section, key = override.split("=")[0].split(".")
+    setattr(getattr(config, section), key, float("nan"))
+    with pytest.raises(ConfigError, match="finite"):
+        validate(config)
