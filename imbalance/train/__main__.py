@@ -54,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    args = parser().parse_args(argv)
+    args = parser().parse_intermixed_args(argv)  # overrides on both sides of an option
     if args.config is None and args.preset is None:
         parser().error("give --config FILE (or --preset NAME)")
     try:

@@ -205,3 +205,14 @@ def test_learning_rate_scales_linearly_from_the_authors_base():
                 "optim.schedule=0"):
         with pytest.raises(ConfigError, match=bad.split("=")[0]):
             validate(apply_overrides(retina, [bad]))
+
+
+def test_overrides_may_stand_on_both_sides_of_an_option(capsys):
+    """Issue 13, item 11: ``--config C run.device=cpu --out D optim.iterations=4`` was refused
+    with "unrecognized arguments"."""
+    config = ROOT / "configs" / "retinanet_focal_smoke.yaml"
+    assert main(["--config", str(config), "run.device=cpu", "--out", "somewhere",
+                 "optim.iterations=4", "--print-config", "optim.lr=0.5"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["run"]["device"] == "cpu" and printed["optim"]["iterations"] == 4
+    assert printed["optim"]["lr"] == 0.5
