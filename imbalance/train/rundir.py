@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from imbalance.files import write_text_atomic
+from imbalance.files import read_jsonl, write_text_atomic
 from imbalance.train.config import ConfigError, TrainConfig, config_differences
 
 #: The files and folders of a run inside its output folder.
@@ -128,6 +128,7 @@ class RunDir:
         if not self.config_file.is_file():
             raise ConfigError(f"out: {self.path} holds run files but no config.yaml to resume "
                               f"from; pass --overwrite to start over")
+        self._check_checkpoint(config)
         try:
             saved = yaml.safe_load(self.config_file.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
@@ -140,6 +141,27 @@ class RunDir:
             raise ConfigError(f"out: {self.path} holds a run with a different configuration "
                               f"({shown} differ); resume it with its own config.yaml, or pass "
                               f"--overwrite to start over")
+
+    def _check_checkpoint(self, config: TrainConfig) -> None:
+        """A run to resume whose checkpoint should exist but does not (deleted, or lost) would
+        silently start over and truncate its metrics: refuse it."""
+        if self.last_checkpoint.is_file():
+            return
+        logged = 0
+        if self.metrics_file.is_file():
+            with contextlib.suppress(OSError, ValueError):
+                logged = max((r.get("step", 0) for r in read_jsonl(self.metrics_file)),
+                             default=0)
+        every = config.run.checkpoint_every
+        if self.final_file.is_file() or (every and logged >= every):
+            kept = sorted(p.name for p in self.checkpoints.glob("iter_*.pt")) \
+                if self.checkpoints.is_dir() else []
+            hint = (f"; copy the latest of {kept} to {self.last_checkpoint} to resume from it"
+                    if kept else "")
+            raise ConfigError(f"out: {self.last_checkpoint} is missing, but the run in "
+                              f"{self.path} logged {logged} steps (checkpoints every {every}): "
+                              f"resuming would start over and drop its metrics{hint}; pass "
+                              f"--overwrite to start over on purpose")
 
     def prepare(self, config: TrainConfig, *, overwrite: bool) -> None:
         """Create the folder (deleting an old run's files if ``overwrite``) and write

@@ -103,3 +103,23 @@ def test_a_second_process_on_the_same_folder_is_refused_at_once(smoke_config, tm
         holder.communicate("\n", timeout=30)
     with RunDir(out).lock():  # the holder is gone, and its lock with it
         assert f"pid {os.getpid()} on " in (out / ".lock").read_text()
+
+
+def test_resuming_without_the_checkpoint_is_refused_not_restarted(smoke_config, tmp_path):
+    """Issue 13, item 8: --resume with last.pt deleted silently restarted the run and truncated
+    its metrics."""
+    from imbalance.train import ConfigError
+
+    config = smoke_config("run.checkpoint_every=2", "optim.iterations=4",
+                          "run.keep_checkpoints=true")
+    fit(config, out=tmp_path)
+    metrics = (tmp_path / "metrics.jsonl").read_text()
+    (tmp_path / "checkpoints" / "last.pt").unlink()
+    with pytest.raises(ConfigError, match=r"last.pt is missing.*logged 4 steps.*iter_000004.pt"):
+        fit(config, out=tmp_path, resume=True)
+    assert (tmp_path / "metrics.jsonl").read_text() == metrics
+    # killed before its first checkpoint: nothing to lose, the run starts over
+    (tmp_path / "final.json").unlink()
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    result = fit(config, out=tmp_path, resume=True)
+    assert result.final["steps"] == 4
