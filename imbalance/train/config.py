@@ -38,7 +38,7 @@ from typing import Any
 import yaml
 
 from imbalance.data.synthetic import BENCHMARKS, config_for
-from imbalance.models import BOX_LOSSES, CLS_LOSSES, MODELS
+from imbalance.models import BOX_LOSSES, CLS_LOSSES, MODELS, check_model_options
 from imbalance.models.backbones import NORMS, RESNETS
 from imbalance.train.device import device_available
 
@@ -584,6 +584,11 @@ def _check_model(config: TrainConfig) -> None:
     if clash:
         raise _fail(f"model.options.{clash[0]}", "set it with its own key (model.* or data.*), "
                                                  "not in model.options")
+    for key in m.options:
+        try:
+            check_model_options(m.name, {key: None})
+        except ValueError as e:
+            raise _fail(f"model.options.{key}", str(e)) from None
 
 
 def _check_optim(o: OptimConfig) -> None:

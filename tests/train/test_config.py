@@ -216,3 +216,21 @@ def test_overrides_may_stand_on_both_sides_of_an_option(capsys):
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["run"]["device"] == "cpu" and printed["optim"]["iterations"] == 4
     assert printed["optim"]["lr"] == 0.5
+
+
+@pytest.mark.parametrize(("model", "key", "suggestion"), [
+    ("retinanet", "topk_candidate", "topk_candidates"),
+    ("retinanet", "binning", None),            # a Libra option on RetinaNet
+    ("libra_rcnn", "ghm_scope", None),         # a RetinaNet option on Libra R-CNN
+    ("libra_rcnn", "box_batch_size_per_imag", "box_batch_size_per_image"),
+])
+def test_model_options_nothing_takes_are_refused_by_name(model, key, suggestion):
+    """Issue 13, item 4: options nothing takes vanished into torchvision's **kwargs."""
+    from imbalance.models import build_model
+
+    with pytest.raises(ConfigError, match=f"model.options.{key}: {model} takes no option"):
+        load_config(None, ["preset=smoke", f"model.name={model}", f"model.options.{key}=1"])
+    with pytest.raises(ValueError, match=f"takes no option '{key}'") as info:
+        build_model(model, 3, **{key: 1})
+    if suggestion:
+        assert f"did you mean '{suggestion}'" in str(info.value)
