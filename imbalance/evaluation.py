@@ -2,9 +2,9 @@
 
 :func:`coco_evaluate` gives exactly what ``COCOeval`` gives run by hand (``stats[0:6]``). Where
 COCOeval reports -1, "undefined" (no ground truth in that area range or class), the dict holds
-``undefined``: 0.0 by default, so every value is in [0, 1]; pass ``undefined=float("nan")`` to
-tell undefined from zero. :func:`bootstrap_ap` measures the evaluation noise of AP by resampling
-the validation images.
+``undefined``: NaN by default, so an undefined metric neither reads as a failure nor averages as
+a zero (JSON files store it as ``null``; tables show "—"). :func:`bootstrap_ap` measures the
+evaluation noise of AP by resampling the validation images.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -55,8 +56,14 @@ def _check(detections: Sequence[Detection], coco: COCO) -> list[Detection]:
         bbox = [float(v) for v in d["bbox"]]
         if len(bbox) != 4:
             raise ValueError(f"detection {i} has bbox {d['bbox']!r}; expected [x, y, w, h]")
+        if not all(math.isfinite(v) for v in bbox) or bbox[2] < 0 or bbox[3] < 0:
+            raise ValueError(f"detection {i} has bbox {d['bbox']!r}; expected finite [x, y, w, h] "
+                             f"with w, h >= 0")
+        score = float(d["score"])
+        if not math.isfinite(score):  # COCOeval would rank a NaN score last, silently
+            raise ValueError(f"detection {i} has score {d['score']!r}; expected a finite number")
         out.append({"image_id": int(d["image_id"]), "category_id": int(d["category_id"]),
-                    "bbox": bbox, "score": float(d["score"])})
+                    "bbox": bbox, "score": score})
     return out
 
 
@@ -65,7 +72,7 @@ def _value(x: float, undefined: float) -> float:
 
 
 def coco_evaluate(gt: str | os.PathLike | COCO, detections: Sequence[Detection],
-                  iou_type: str = "bbox", *, undefined: float = 0.0) -> dict[str, Any]:
+                  iou_type: str = "bbox", *, undefined: float = float("nan")) -> dict[str, Any]:
     """COCO box AP of ``detections`` against ``gt``, as COCOeval computes it.
 
     Args:
@@ -176,6 +183,19 @@ def bootstrap_ap(gt: str | os.PathLike | COCO, detections: Sequence[Detection],
     return {"AP": _ap_of_images(evaluator, np.arange(n)), "std": float(np.std(values, ddof=1)),
             "low": float(np.percentile(values, tail)),
             "high": float(np.percentile(values, 100 - tail)), "resamples": int(values.size)}
+
+
+def ap_from_json(result: Mapping[str, Any]) -> dict[str, Any]:
+    """A :func:`coco_evaluate` dict read back from JSON, where an undefined metric is ``null``:
+    ``None`` becomes NaN again (metrics and ``per_class``); other entries are kept."""
+    out = dict(result)
+    for m in METRICS:
+        if m in out and out[m] is None:
+            out[m] = float("nan")
+    if isinstance(out.get("per_class"), Mapping):
+        out["per_class"] = {k: float("nan") if v is None else v
+                            for k, v in out["per_class"].items()}
+    return out
 
 
 def _ground_truth_presence(coco: COCO) -> dict[str, bool]:

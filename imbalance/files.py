@@ -10,6 +10,7 @@ that :class:`imbalance.train.metrics.MetricsLog` appends to.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -69,9 +70,29 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any, indent: int = 2) -> Path:
-    """``data`` as indented JSON (numpy and torch scalars as numbers, paths as strings),
-    written atomically, with a final newline."""
-    return write_text_atomic(path, json.dumps(data, indent=indent, default=_jsonable) + "\n")
+    """``data`` as indented JSON (numpy and torch scalars as numbers, paths as strings, NaN and
+    infinities as ``null``: standard JSON has no such numbers), written atomically, with a
+    final newline."""
+    return write_text_atomic(path, json_text(data, indent=indent) + "\n")
+
+
+def json_text(data: Any, indent: int | None = None) -> str:
+    """``data`` as standard JSON: :func:`write_json_atomic`'s conversions, without the file."""
+    return json.dumps(finite_or_none(data), indent=indent, default=_jsonable, allow_nan=False)
+
+
+def finite_or_none(data: Any) -> Any:
+    """``data`` with every NaN or infinite float (in nested dicts, lists and tuples) replaced by
+    ``None``."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: finite_or_none(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [finite_or_none(v) for v in data]
+    if hasattr(data, "item") and getattr(data, "ndim", 1) == 0:
+        return finite_or_none(data.item())
+    return data
 
 
 def _jsonable(value: Any) -> Any:

@@ -268,15 +268,23 @@ def format_value(value: Any, fmt: str = "{:.3f}") -> tuple[str, float | None]:
     """A table cell: text and the number to rank it by (None for text).
 
     A number prints with ``fmt``; a (mean, std) tuple, or a list of repeats (their mean and
-    sample std), as "mean ± std"; None as "–"; anything else as str.
+    sample std), as "mean ± std"; None or NaN (an undefined metric) as "—"; anything else as str.
+    Repeats that are NaN are left out of the mean.
     """
-    if value is None:
-        return "–", None
+    if value is None or (isinstance(value, float | np.floating) and np.isnan(value)):
+        return "—", None
+    if isinstance(value, tuple) and len(value) == 2 and np.isnan(float(value[0])):
+        return "—", None
     if isinstance(value, tuple) and len(value) == 2:
         mean, std = float(value[0]), float(value[1])
         return f"{fmt.format(mean)} ± {fmt.format(std)}", mean
     if isinstance(value, list | np.ndarray):
-        mean, std = _mean_std(np.asarray(value, dtype=np.float64))
+        values = np.asarray([np.nan if v is None else v for v in np.ravel(value)],
+                            dtype=np.float64)
+        values = values[np.isfinite(values)]
+        if not values.size:
+            return "—", None
+        mean, std = _mean_std(values)
         return f"{fmt.format(mean)} ± {fmt.format(std)}", mean
     if isinstance(value, int | float | np.number) and not isinstance(value, bool):
         return fmt.format(float(value)), float(value)
@@ -290,7 +298,7 @@ def plot_results_table(rows: Mapping[str, Mapping[str, Any]], columns: Sequence[
 
     Args:
         rows: row name → {column → value}; values as :func:`format_value` takes them, missing
-            ones print "–".
+            ones print "—".
         columns: the columns, in order.
         best: "max" or "min" to set each column's best number in bold, or None.
     """

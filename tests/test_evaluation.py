@@ -71,9 +71,10 @@ def test_equals_a_hand_run_cocoeval(tiny_root: Path, split: str) -> None:
     result = coco_evaluate(path, dets, undefined=-1.0)
     assert [result[m] for m in METRICS] == [float(s) for s in stats[:6]]
     assert 0.05 < result["AP"] < 0.95  # a real test: neither empty nor perfect
-    default = coco_evaluate(path, dets)
-    assert [default[m] for m in METRICS] == [max(float(s), 0.0) for s in stats[:6]]
-    assert all(0.0 <= default[m] <= 1.0 for m in METRICS)
+    default = coco_evaluate(path, dets)  # an undefined metric (COCOeval's -1) is NaN
+    assert all(default[m] == float(s) if s > -1 else math.isnan(default[m])
+               for m, s in zip(METRICS, stats[:6], strict=True))
+    assert all(0.0 <= default[m] <= 1.0 for m in METRICS if not math.isnan(default[m]))
 
 
 def test_per_class_ap_equals_cocoeval_on_that_class_alone(tiny_root: Path) -> None:
@@ -114,7 +115,8 @@ def test_ground_truth_as_detections_scores_one(tiny_root: Path, split: str) -> N
 
 def test_empty_detections_give_zeros(tiny_root: Path) -> None:
     result = coco_evaluate(ann_file(tiny_root, "val"), [])
-    assert all(result[m] == 0.0 for m in METRICS)
+    assert all(result[m] == 0.0 or math.isnan(result[m]) for m in METRICS)
+    assert result["AP"] == 0.0
     assert set(result["per_class"].values()) == {0.0}
 
 
@@ -127,6 +129,24 @@ def test_bad_detections_are_named(tiny_root: Path) -> None:
         coco_evaluate(path, [{**good, "category_id": 42}])
     with pytest.raises(ValueError, match="lacks"):
         coco_evaluate(path, [{"image_id": 1}])
+    # issue 13, item 6: COCOeval ranks a NaN score last (AP 1.0 instead of 0.933) and takes
+    # negative widths and NaN coordinates without a word
+    with pytest.raises(ValueError, match="score nan"):
+        coco_evaluate(path, [good, {**good, "score": float("nan")}])
+    for bbox in ([1, 1, -5, 5], [1, float("nan"), 5, 5], [1, 1, 5, float("inf")]):
+        with pytest.raises(ValueError, match="finite"):
+            coco_evaluate(path, [{**good, "bbox": bbox}])
+
+
+def test_an_undefined_metric_is_nan_not_zero(tiny_root: Path) -> None:
+    """Issue 13, item 6: COCOeval's -1 (no ground truth of that size) read as 0.0."""
+    path = ann_file(tiny_root, "val")
+    data = json.loads(path.read_text())
+    assert not any(a["area"] >= 96 ** 2 for a in data["annotations"])  # no large object
+    result = coco_evaluate(path, jittered_detections(path))
+    assert math.isnan(result["APl"]) and result["AP"] > 0
+    from imbalance.files import json_text
+    assert json.loads(json_text(result))["APl"] is None
 
 
 class GroundTruthModel(torch.nn.Module):
@@ -176,7 +196,8 @@ def test_detect_runs_a_torchvision_detector(tiny_root: Path) -> None:
     assert all(d["image_id"] in dataset.ids[:2] for d in dets)
     assert all(d["category_id"] in dataset.label_to_cat_id.values() for d in dets)
     result = coco_evaluate(dataset.annotation_file, dets)
-    assert all(0.0 <= result[m] <= 1.0 for m in METRICS)
+    assert all(0.0 <= result[m] <= 1.0 or math.isnan(result[m]) for m in METRICS)
+    assert 0.0 <= result["AP"] <= 1.0
 
 
 def test_predict_returns_images_targets_and_thresholded_predictions_on_the_cpu() -> None:

@@ -116,11 +116,16 @@ def test_plot_results_table_formats_mean_and_std() -> None:
     table = ax.tables[0]
     text = {(r, c): cell.get_text().get_text() for (r, c), cell in table.get_celld().items()}
     assert text[1, 0] == "0.20" and text[1, 1] == "0.41 ± 0.02"
-    assert text[2, 0] == "0.32 ± 0.02" and text[3, 1] == "–"
+    assert text[2, 0] == "0.32 ± 0.02" and text[3, 1] == "—"
     assert text[0, 0] == "AP" and text[2, -1] == "focal"
     assert table[2, 0].get_text().get_fontweight() == "bold"  # best AP
     assert table[1, 0].get_text().get_fontweight() != "bold"
     assert plotting.format_value("n/a") == ("n/a", None)
+    # an undefined metric (NaN, or null in JSON) shows as a dash and averages over defined ones
+    assert plotting.format_value(float("nan")) == ("—", None)
+    assert plotting.format_value((float("nan"), 0.0)) == ("—", None)
+    assert plotting.format_value([0.3, float("nan"), None, 0.5], "{:.1f}") == ("0.4 ± 0.1", 0.4)
+    assert plotting.format_value([float("nan")]) == ("—", None)
 
 
 def test_style_is_a_context() -> None:

@@ -28,7 +28,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from imbalance.files import write_json_atomic
+from imbalance.evaluation import ap_from_json
+from imbalance.files import finite_or_none, write_json_atomic
 from imbalance.models import build_model
 from imbalance.train import distributed
 from imbalance.train.checkpoint import load_checkpoint, save_checkpoint
@@ -400,8 +401,8 @@ class Trainer:
             final = json.loads(self.run_dir.final_file.read_text(encoding="utf-8"))
         final = distributed.broadcast_object(final)
         metrics = distributed.broadcast_object(self.log.read() if self.info.is_main else None)
-        return FitResult(self.config, self.run_dir.path, metrics, final["ap"], final,
-                         self.run_dir.last_checkpoint, self.core.eval())
+        return FitResult(self.config, self.run_dir.path, metrics, ap_from_json(final["ap"]),
+                         final, self.run_dir.last_checkpoint, self.core.eval())
 
     def _finish(self) -> FitResult:
         ap = self._evaluate(self.config.run.eval_bootstrap)
@@ -431,6 +432,7 @@ class Trainer:
         }
         git = git_state()
         final["git_commit"], final["git_dirty"] = git["commit"], git["dirty"]
+        final = finite_or_none(final)  # as final.json holds it: an undefined metric is null
         metrics = None
         if self.info.is_main:
             write_json_atomic(self.run_dir.final_file, final)

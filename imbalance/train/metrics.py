@@ -11,14 +11,13 @@ the file.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
 from imbalance.evaluation import METRICS
-from imbalance.files import read_jsonl, write_text_atomic
+from imbalance.files import json_text, read_jsonl, write_text_atomic
 
 
 class MetricsLog:
@@ -53,7 +52,7 @@ class MetricsLog:
         if not self.enabled:
             return
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, default=float) + "\n")
+            f.write(json_text(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
