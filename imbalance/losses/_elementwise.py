@@ -8,6 +8,9 @@ non-finite-loss guard.
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 from torch import Tensor
 
@@ -29,8 +32,17 @@ def check_same_shape(a: Tensor, b: Tensor, names: tuple[str, str]) -> None:
         )
 
 
+def check_finite(value: float, name: str) -> None:
+    """Raise ``ValueError`` unless a hyper-parameter is a finite real number (a NaN passes every
+    comparison, so it is refused first)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+
+
 def check_positive(value: float, name: str, allow_zero: bool = False) -> None:
     """Raise ``ValueError`` unless a hyper-parameter is positive (or zero, if allowed)."""
+    check_finite(value, name)
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be {bound}, got {value}")
@@ -38,24 +50,27 @@ def check_positive(value: float, name: str, allow_zero: bool = False) -> None:
 
 def check_alpha(alpha: float) -> None:
     """α weighs the positives: in [0, 1], or negative to switch the weighting off."""
+    check_finite(alpha, "alpha")
     if alpha > 1:
         raise ValueError(f"alpha must be in [0, 1] (or negative to disable), got {alpha}")
 
 
 def check_gamma(gamma: float) -> None:
     """The focusing parameter γ of the focal loss must be >= 0."""
+    check_finite(gamma, "gamma")
     if gamma < 0:
         raise ValueError(f"gamma must be >= 0, got {gamma}")
 
 
 def check_bins(bins: int) -> None:
     """GHM's number of gradient-norm bins must be a positive integer."""
-    if not isinstance(bins, int) or bins < 1:
+    if isinstance(bins, bool) or not isinstance(bins, numbers.Integral) or bins < 1:
         raise ValueError(f"bins must be a positive integer, got {bins!r}")
 
 
 def check_momentum(momentum: float) -> None:
     """GHM's momentum ``m`` of the running bin counts must be in [0, 1)."""
+    check_finite(momentum, "momentum")
     if not 0 <= momentum < 1:
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
 
@@ -98,6 +113,9 @@ def valid_mask(label_weight: Tensor | None, like: Tensor) -> Tensor:
     """
     if label_weight is None:
         return torch.ones((), dtype=torch.bool, device=like.device).expand_as(like)
+    if label_weight.device != like.device:
+        raise ValueError(f"label_weight is on {label_weight.device}, the loss's inputs on "
+                         f"{like.device}; move it there")
     try:
         torch.broadcast_shapes(label_weight.shape, like.shape)
     except RuntimeError:

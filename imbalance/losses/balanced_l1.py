@@ -15,9 +15,24 @@ from imbalance.losses._elementwise import (
     reduce,
 )
 
+#: The largest γ/α Balanced L1 takes: b = e^(γ/α) - 1 then stays below 1e26, so ``b x`` and the
+#: loss stay finite in float32 (the paper's α = 0.5, γ = 1.5 give γ/α = 3).
+MAX_GAMMA_OVER_ALPHA = 60.0
+
 
 def balanced_l1_b(alpha: float = 0.5, gamma: float = 1.5) -> float:
-    r"""The constant b of Balanced L1, from :math:`\alpha \ln(b + 1) = \gamma`: ``e^(γ/α) - 1``."""
+    r"""The constant b of Balanced L1, from :math:`\alpha \ln(b + 1) = \gamma`: ``e^(γ/α) - 1``.
+
+    Raises ``ValueError`` for α, γ that are not positive and finite, or with γ/α above
+    :data:`MAX_GAMMA_OVER_ALPHA` (b would overflow float32's range inside the loss).
+    """
+    check_positive(alpha, "alpha")
+    check_positive(gamma, "gamma")
+    if gamma / alpha > MAX_GAMMA_OVER_ALPHA:
+        least = gamma / MAX_GAMMA_OVER_ALPHA
+        raise ValueError(f"gamma / alpha = {gamma / alpha:.4g} is too large: b = e^(gamma/alpha)"
+                         f" - 1 overflows the loss; Balanced L1 takes gamma / alpha <= "
+                         f"{MAX_GAMMA_OVER_ALPHA:g} (alpha >= {least:.3g} for gamma = {gamma:g})")
     return math.exp(gamma / alpha) - 1
 
 

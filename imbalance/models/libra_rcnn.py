@@ -32,7 +32,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import boxes as box_ops
 
-from imbalance.losses.balanced_l1 import balanced_l1_loss
+from imbalance.losses.balanced_l1 import balanced_l1_b, balanced_l1_loss
 from imbalance.models.backbones import NORMS, RESNETS, BackboneWithNeck, resnet_fpn
 from imbalance.models.loss_defaults import signature_defaults
 from imbalance.necks.bfp import BalancedFeaturePyramid
@@ -329,7 +329,9 @@ def _check_balanced_l1_options(options: Mapping[str, float] | None) -> dict[str,
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not (number and math.isfinite(value) and value > 0):
             raise ValueError(f"balanced_l1_options[{key!r}] must be a number > 0, got {value!r}")
-    return {**BALANCED_L1_DEFAULTS, **options}
+    merged = {**BALANCED_L1_DEFAULTS, **options}
+    balanced_l1_b(merged["alpha"], merged["gamma"])  # refuses a γ/α whose b overflows
+    return merged
 
 
 def libra_rcnn(

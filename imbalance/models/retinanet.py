@@ -55,6 +55,7 @@ from imbalance.losses import (
     GHMR,
     alpha_balanced_bce,
     asl1_loss,
+    balanced_l1_b,
     balanced_l1_loss,
     binary_cross_entropy,
     sigmoid_focal_loss,
@@ -216,6 +217,8 @@ class BoxLoss(nn.Module):
         self.name = name
         self.options = _options("box", name, BOX_DEFAULTS, options)
         self.loss_weight = float(self.options["loss_weight"])
+        if name == "balanced_l1":  # a γ/α whose b overflows is refused now, not at step 1
+            balanced_l1_b(self.options["alpha"], self.options["gamma"])
         self.ghm = (GHMR(float(self.options["mu"]), int(self.options["bins"]),
                          float(self.options["momentum"])) if name == "ghm_r" else None)
         self.stats = GHMStats()

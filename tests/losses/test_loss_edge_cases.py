@@ -146,3 +146,50 @@ def test_no_host_synchronisation(name, monkeypatch):
     ALL[name](x, t).backward()
     monkeypatch.undo()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize(("call", "match"), [
+    (lambda x, t: L.sigmoid_focal_loss(x, t, alpha=NAN), "alpha must be a finite number"),
+    (lambda x, t: L.sigmoid_focal_loss(x, t, gamma=NAN), "gamma must be a finite number"),
+    (lambda x, t: L.alpha_balanced_bce(x, t, alpha=float("inf")), "alpha must be a finite"),
+    (lambda x, t: L.ghm_c_loss(x, t, bins=True), "bins must be a positive integer"),
+    (lambda x, t: L.ghm_c_loss(x, t, momentum=NAN), "momentum must be a finite"),
+    (lambda x, t: L.ghm_r_loss(x, t, mu=NAN), "mu must be a finite number"),
+    (lambda x, t: L.asl1_loss(x, t, mu=NAN), "mu must be a finite number"),
+    (lambda x, t: L.smooth_l1_loss(x, t, beta=NAN), "beta must be a finite number"),
+    (lambda x, t: L.balanced_l1_loss(x, t, beta=NAN), "beta must be a finite number"),
+    (lambda x, t: L.balanced_l1_loss(x, t, alpha=NAN), "alpha must be a finite number"),
+    (lambda x, t: L.balanced_l1_loss(x, t, alpha=0.001), "gamma / alpha = 1500 is too large"),
+    (lambda x, t: L.balanced_l1_loss(x, t, alpha=0.01), "alpha >= 0.025 for gamma = 1.5"),
+])
+def test_bad_hyper_parameters_are_refused_by_name(call, match):
+    """Issue 13, items 7 and 10: NaN passed every check (alpha=nan silently disabled α),
+    bins=True gave 0.0, alpha=0.001 raised OverflowError, alpha=0.01 gave NaN, and
+    smooth_l1_loss(beta=nan) said "negative"."""
+    x, t = torch.randn(8, 4), torch.rand(8, 4).round()
+    with pytest.raises(ValueError, match=match):
+        call(x, t)
+
+
+def test_the_usable_balanced_l1_range_is_finite_at_its_edge():
+    from imbalance.losses.balanced_l1 import MAX_GAMMA_OVER_ALPHA
+
+    x = (torch.linspace(-3, 3, 101)).requires_grad_()
+    loss = L.balanced_l1_loss(x, torch.zeros(101), alpha=1.5 / MAX_GAMMA_OVER_ALPHA, gamma=1.5,
+                              reduction="sum")
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
+
+
+def test_numpy_integers_are_bin_counts_and_a_label_weight_elsewhere_is_refused():
+    import numpy as np
+
+    x, t = torch.randn(8, 4), torch.rand(8, 4).round()
+    assert torch.isclose(L.ghm_c_loss(x, t, bins=np.int64(30)), L.ghm_c_loss(x, t, bins=30))
+    assert L.GHMC(bins=np.int64(10)).bins == 10
+    meta = torch.ones(8, 4, device="meta")
+    with pytest.raises(ValueError, match="label_weight is on meta"):
+        L.ghm_c_loss(x, t, label_weight=meta)
