@@ -288,6 +288,10 @@ class CocoDetection(torch.utils.data.Dataset):
         except FileNotFoundError:
             raise _fail(self.coco.path, f"image id {self.ids[index]}: image file {path} is "
                                         "missing") from None
+        except (OSError, SyntaxError, ValueError) as e:  # truncated or not an image (PIL)
+            raise _fail(self.coco.path, f"image id {self.ids[index]}: image file {path} cannot "
+                                        f"be read ({e}); it is truncated or not an image: "
+                                        f"make the dataset again") from None
         target = self.target(index)
         if image.size != (self.coco.images[index]["width"], self.coco.images[index]["height"]):
             raise _fail(self.coco.path, f"image id {self.ids[index]}: {path} is "

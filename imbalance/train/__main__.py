@@ -1,8 +1,16 @@
 """``python -m imbalance.train --config configs/<name>.yaml [--out DIR] [--resume | --overwrite]
 [key=value ...]``; several processes: ``torchrun --nproc_per_node N -m imbalance.train ...``.
 
-Exit status: 0 on success, 2 for an invalid configuration or output folder (nothing was done),
-1 when a loss became non-finite (the last good checkpoint is kept).
+Exit status (:data:`EXIT_CODES`; the README's "Exit codes and errors" table):
+
+* 0: the run finished;
+* 1: a loss, the gradient or the weights became non-finite (the last good checkpoint is kept);
+* 2: the configuration, the command line or the output folder is invalid (nothing was done);
+* 3: another process is training in the output folder (nothing was done);
+* 4: a checkpoint cannot be read (truncated, or not a checkpoint);
+* 5: a data file cannot be read (annotations, or a truncated image);
+* 6: the output folder cannot be written (permissions, a file in the way);
+* 130: interrupted (Ctrl-C); ``--resume`` continues from the last checkpoint.
 """
 
 from __future__ import annotations
@@ -13,8 +21,23 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from imbalance.data.coco import AnnotationError
+from imbalance.train.checkpoint import CheckpointError
 from imbalance.train.config import ConfigError, load_config
 from imbalance.train.loop import NonFiniteLossError, fit
+from imbalance.train.rundir import RunLockedError
+
+#: Exit status → what it means.
+EXIT_CODES: dict[int, str] = {
+    0: "the run finished",
+    1: "a loss, the gradient or the weights became non-finite; the last good checkpoint is kept",
+    2: "the configuration, the command line or the output folder is invalid; nothing was done",
+    3: "another process is training in the output folder; nothing was done",
+    4: "a checkpoint cannot be read (truncated, or not a checkpoint)",
+    5: "a data file cannot be read (an annotation file, or a truncated image)",
+    6: "the output folder cannot be written (permissions, or a file in the way)",
+    130: "interrupted (Ctrl-C); --resume continues from the last checkpoint",
+}
 
 EPILOG = """\
 overrides: dotted keys, values read as YAML, e.g.
@@ -62,21 +85,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.print_config:
             print(config.to_yaml(), end="")
             return 0
-        try:
-            fit(config, out=args.out, resume=args.resume, overwrite=args.overwrite)
-        except NonFiniteLossError as e:
-            _report(e)
-            return 1
+        fit(config, out=args.out, resume=args.resume, overwrite=args.overwrite)
+    except NonFiniteLossError as e:
+        return _report(e, 1)
+    except RunLockedError as e:
+        return _report(e, 3)
     except ConfigError as e:
-        _report(e)
-        return 2
+        return _report(e, 2)
+    except CheckpointError as e:
+        return _report(e, 4)
+    except AnnotationError as e:
+        return _report(e, 5)
+    except (PermissionError, NotADirectoryError, FileExistsError, IsADirectoryError) as e:
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        return _report(f"cannot write{where}: {e.strerror or e}; choose an --out you can "
+                       f"write to", 6)
+    except KeyboardInterrupt:
+        return _report("interrupted; --resume continues from the last checkpoint", 130)
     return 0
 
 
-def _report(error: Exception) -> None:
-    """Print ``error`` without a traceback, once per run (by rank 0 under torchrun)."""
+def _report(error: Exception | str, status: int) -> int:
+    """Print ``error`` without a traceback, once per run (by rank 0 under torchrun); return
+    ``status``."""
     if os.environ.get("RANK", "0") == "0":
         print(f"error: {error}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

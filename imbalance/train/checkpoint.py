@@ -23,7 +23,28 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     return write_atomic(path, lambda f: torch.save(state, f), binary=True, durable=True)
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint file cannot be read; the message names it and what to do."""
+
+
 def load_checkpoint(path: str | os.PathLike,
                     map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """A checkpoint written by :func:`save_checkpoint` (tensors on ``map_location``)."""
-    return torch.load(Path(path), map_location=map_location, weights_only=False)
+    """A checkpoint written by :func:`save_checkpoint` (tensors on ``map_location``).
+
+    Raises:
+        CheckpointError: the file is truncated, garbage or not a checkpoint (a dict).
+    """
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # torch raises many kinds for a damaged file  # noqa: BLE001
+        raise CheckpointError(
+            f"{path} cannot be read ({type(e).__name__}: {str(e)[:200]}); it is truncated or "
+            f"not a checkpoint. Resume from an iteration checkpoint (copy one of "
+            f"{path.parent}/iter_*.pt over it, if any) or start over with --overwrite") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a checkpoint; start "
+                              f"over with --overwrite")
+    return state

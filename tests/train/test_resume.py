@@ -124,3 +124,50 @@ def test_resuming_without_the_checkpoint_is_refused_not_restarted(smoke_config, 
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
     result = fit(config, out=tmp_path, resume=True)
     assert result.final["steps"] == 4
+
+
+def _cli(smoke_config, tmp_path, out, *extra):
+    from imbalance.train.__main__ import main
+
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(smoke_config("run.checkpoint_every=2", "optim.iterations=4").to_yaml())
+    return main(["--config", str(config_file), "--out", str(out), *extra])
+
+
+def test_damaged_files_are_named_with_their_own_exit_codes(smoke_config, tmp_path, capsys):
+    """Issue 13, items 9 and 10: a truncated or garbage last.pt, a truncated image, an --out
+    under a file ended in tracebacks naming no file, with exit 1 (the non-finite loss's)."""
+    from imbalance.train.__main__ import EXIT_CODES
+
+    out = tmp_path / "run"
+    assert _cli(smoke_config, tmp_path, out) == 0
+    last = out / "checkpoints" / "last.pt"
+    data = last.read_bytes()
+    for damaged in (data[: len(data) // 2], b"garbage" * 10):
+        last.write_bytes(damaged)
+        (out / "final.json").unlink(missing_ok=True)
+        capsys.readouterr()
+        assert _cli(smoke_config, tmp_path, out, "--resume") == 4
+        err = capsys.readouterr().err
+        assert str(last) in err and "cannot be read" in err and "Traceback" not in err
+    (tmp_path / "a_file").write_text("x")
+    assert _cli(smoke_config, tmp_path, tmp_path / "a_file" / "run") == 6
+    assert "a_file" in capsys.readouterr().err
+    assert set(EXIT_CODES) == {0, 1, 2, 3, 4, 5, 6, 130}
+
+
+def test_a_truncated_image_is_named(smoke_config, tiny_root, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_root, root)
+    image = root / "train" / "000001.png"
+    image.write_bytes(image.read_bytes()[:100])
+    from imbalance.train.__main__ import main
+
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(smoke_config(f"data.root={root}", "data.max_train_images=4",
+                                        "optim.iterations=4").to_yaml())
+    assert main(["--config", str(config_file), "--out", str(tmp_path / "run")]) == 5
+    err = capsys.readouterr().err
+    assert str(image) in err and "truncated" in err and "Traceback" not in err
