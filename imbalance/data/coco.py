@@ -125,6 +125,12 @@ def load_coco(annotation_file: str | os.PathLike, image_dir: str | os.PathLike |
         _require(path, c, ("id", "name"), f"category {c.get('id') if isinstance(c, dict) else c}")
         categories.append(c)
     cat_ids = [c["id"] for c in categories]
+    for c in categories:
+        if isinstance(c["id"], bool) or not isinstance(c["id"], int):
+            raise _fail(path, f"category {c['name']!r} has id {c['id']!r}; COCO category ids "
+                              f"are integers")
+    if not categories:
+        raise _fail(path, "has no categories: a detector needs at least one class")
     if len(set(cat_ids)) != len(cat_ids):
         raise _fail(path, f"duplicate category ids in {sorted(cat_ids)}")
     categories.sort(key=lambda c: c["id"])

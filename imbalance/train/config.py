@@ -30,6 +30,7 @@ import math
 import os
 import types
 import typing
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from imbalance.data.coco import AnnotationError, load_coco
 from imbalance.data.synthetic import BENCHMARKS, config_for
 from imbalance.models import BOX_LOSSES, CLS_LOSSES, MODELS, check_model_options
 from imbalance.models.backbones import NORMS, RESNETS
@@ -694,6 +696,9 @@ def _check_data(config: TrainConfig) -> None:
         raise _fail("data.hflip", f"must be in [0, 1], got {d.hflip!r}")
     if d.root is not None:
         root = Path(d.root)
+        if root.exists() and not root.is_dir():
+            raise _fail("data.root", f"{root} is a file; give the dataset's folder (the one "
+                                     f"holding annotations/)")
         if not root.is_dir():
             raise _fail("data.root", f"the folder {root} does not exist (null generates the "
                                      f"synthetic benchmark)")
@@ -701,6 +706,12 @@ def _check_data(config: TrainConfig) -> None:
             path = annotation_path(root, split)
             if not path.is_file():
                 raise _fail(key, f"the annotation file {path} does not exist")
+            try:  # its categories and ids, before a config.yaml is written
+                with warnings.catch_warnings():  # bad boxes are dropped (and told) at load
+                    warnings.simplefilter("ignore")
+                    load_coco(path, check_files=False, strict=False)
+            except AnnotationError as e:
+                raise _fail(key, str(e)) from None
     else:
         _one_of("data.synthetic", d.synthetic, sorted(BENCHMARKS))
         _at_least("data.synthetic_seed", d.synthetic_seed, 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -234,3 +235,38 @@ def test_model_options_nothing_takes_are_refused_by_name(model, key, suggestion)
         build_model(model, 3, **{key: 1})
     if suggestion:
         assert f"did you mean '{suggestion}'" in str(info.value)
+
+
+def _dataset_with(tmp_path, tiny_root, edit):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_root / "annotations", root / "annotations")
+    for split in ("train", "val"):
+        path = root / "annotations" / f"instances_{split}.json"
+        data = json.loads(path.read_text())
+        edit(data)
+        path.write_text(json.dumps(data))
+    return root
+
+
+@pytest.mark.parametrize(("edit", "match"), [
+    (lambda d: d["categories"][0].update(id="one"), "has id 'one'; COCO category ids"),
+    (lambda d: d.update(categories=[], annotations=[]), "has no categories"),
+    (lambda d: d["annotations"][0].update(category_id=99), "category"),
+])
+def test_bad_annotation_files_are_refused_before_a_run_starts(tmp_path, tiny_root, edit, match):
+    """Issue 13, item 10: a string category id gave a TypeError, no categories a traceback in
+    the model factory, and an unknown category passed validation and left a config.yaml."""
+    root = _dataset_with(tmp_path, tiny_root, edit)
+    with pytest.raises(ConfigError, match=f"data.train_split: .*{match}"):
+        load_config(None, ["preset=smoke", f"data.root={root}"])
+    out = tmp_path / "run"
+    assert main(["--preset", "smoke", f"data.root={root}", "--out", str(out)]) == 2
+    assert not (out / "config.yaml").exists()
+
+
+def test_a_data_root_that_is_a_file_is_called_a_file(tmp_path):
+    (tmp_path / "f.json").write_text("{}")
+    with pytest.raises(ConfigError, match="is a file; give the dataset's folder"):
+        load_config(None, ["preset=smoke", f"data.root={tmp_path / 'f.json'}"])

@@ -97,7 +97,7 @@ def test_a_second_process_on_the_same_folder_is_refused_at_once(smoke_config, tm
         assert (out / "metrics.jsonl").read_text() == '{"step": 1}\n'  # nothing deleted
         config = Path(__file__).resolve().parents[2] / "configs" / "retinanet_focal_smoke.yaml"
         assert main(["--config", str(config), "--out", str(out), "--overwrite",
-                     "run.device=cpu"]) == 2
+                     "run.device=cpu"]) == 3  # its own exit code
         assert f"in use by pid {holder.pid}" in capsys.readouterr().err
         assert (out / "metrics.jsonl").read_text() == '{"step": 1}\n'
     finally:
