@@ -153,7 +153,9 @@ class RunDir:
                 logged = max((r.get("step", 0) for r in read_jsonl(self.metrics_file)),
                              default=0)
         every = config.run.checkpoint_every
-        if self.final_file.is_file() or (every and logged >= every):
+        # step k's record is logged before step k's checkpoint is written: a run killed in
+        # between has logged k steps and no checkpoint; one that logged past k had one
+        if self.final_file.is_file() or (every and logged > every):
             kept = sorted(p.name for p in self.checkpoints.glob("iter_*.pt")) \
                 if self.checkpoints.is_dir() else []
             hint = (f"; copy the latest of {kept} to {self.last_checkpoint} to resume from it"

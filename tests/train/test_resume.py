@@ -171,3 +171,55 @@ def test_a_truncated_image_is_named(smoke_config, tiny_root, tmp_path, capsys):
     assert main(["--config", str(config_file), "--out", str(tmp_path / "run")]) == 5
     err = capsys.readouterr().err
     assert str(image) in err and "truncated" in err and "Traceback" not in err
+
+
+def test_killed_at_random_points_and_mid_checkpoint_the_run_still_ends_the_same(smoke_config,
+                                                                                 tmp_path):
+    """Issue 13's fault injection: SIGKILL several times at random moments, one of them while a
+    checkpoint is being written (its temporary file exists), resuming each time; the weights and
+    the metrics end as an uninterrupted run's."""
+    import random
+
+    config = smoke_config(*RUN)
+    uninterrupted = fit(config, out=tmp_path / "a")
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(config.to_yaml())
+    out = tmp_path / "b"
+    rng = random.Random(0)
+    kills, mid_write = 0, False
+    for attempt in range(6):
+        command = [sys.executable, "-m", "imbalance.train", "--config", str(config_file),
+                   "--out", str(out), *(["--resume"] if attempt else [])]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 300
+            if attempt == 1:  # mid-checkpoint: kill as soon as a temporary file appears
+                while process.poll() is None and time.monotonic() < deadline:
+                    if any(out.glob("checkpoints/.*.tmp")):
+                        mid_write = True
+                        break
+                    time.sleep(0.0005)
+            else:
+                time.sleep(rng.uniform(2.0, 6.0))
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGKILL)
+                kills += 1
+        finally:
+            process.wait()
+            stderr = process.stderr.read().decode()
+            process.stderr.close()
+        if process.returncode == 0:
+            break
+        assert process.returncode == -signal.SIGKILL, stderr[-3000:]
+    assert kills >= 3 and mid_write
+    resumed = fit(config, out=out, resume=True)
+    a = torch.load(uninterrupted.checkpoint, weights_only=False)
+    b = torch.load(resumed.checkpoint, weights_only=False)
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    records_a = read_metrics(uninterrupted.out / "metrics.jsonl")
+    records_b = read_metrics(out / "metrics.jsonl")
+    for ra, rb in zip(records_a, records_b, strict=True):
+        assert {k: v for k, v in ra.items() if k not in TIMING} == \
+            {k: v for k, v in rb.items() if k not in TIMING}
+    assert not list(out.glob("checkpoints/.*.tmp"))  # a resumed run clears a killed write's
