@@ -50,7 +50,7 @@ from typing import Any
 import yaml
 
 from imbalance.evaluation import METRICS
-from imbalance.files import write_atomic, write_json_atomic, write_text_atomic
+from imbalance.files import read_jsonl, write_atomic, write_json_atomic, write_text_atomic
 from imbalance.lab.cache import CONFIGS
 from imbalance.lab.statistics import mean_interval, welch_interval
 from imbalance.train import PRESETS, TrainConfig, fit, load_config
@@ -520,6 +520,26 @@ def ladder(summary: dict[str, Any], metric: str = "AP", level: float = 0.95
             point = (values[0], values[0], values[0])
         out.setdefault(family, {})[float(row.get("schedule", 1.0))] = point
     return {k: dict(sorted(v.items())) for k, v in out.items()}
+
+
+def learning_curves(results: str | os.PathLike, name: str, metric: str = "AP",
+                    level: float = 0.95) -> dict[int, tuple[float, float, float]]:
+    """The learning curve of one configuration (its name in the summary, e.g. ``"FL + SL1 [lr
+    2x]"``) from the evaluations its kept runs logged (``run.eval_every``): step → (mean, low,
+    high) of ``metric`` over the seeds evaluated at that step, the t-interval of the mean at
+    ``level`` (low = high = mean for one seed)."""
+    slug = _slug(name)
+    runs = sorted((Path(results) / "runs" / slug).glob("seed*/metrics.jsonl"))
+    if not runs:
+        raise FileNotFoundError(f"no kept runs of {name!r} under {Path(results) / 'runs' / slug}")
+    by_step: dict[int, list[float]] = {}
+    for path in runs:
+        for record in read_jsonl(path):
+            value = record.get(metric) if "eval" in record else None
+            if value is not None and math.isfinite(value):
+                by_step.setdefault(int(record["step"]), []).append(float(value))
+    return {step: (mean_interval(v, level) if len(v) > 1 else (v[0], v[0], v[0]))
+            for step, v in sorted(by_step.items())}
 
 
 def describe_provenance(summary: dict[str, Any]) -> str:

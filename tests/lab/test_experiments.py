@@ -259,3 +259,20 @@ def test_the_ladder_reads_schedules_and_intervals_from_the_kept_runs(tmp_path):
     assert mean == pytest.approx(0.56) and low < 0.55 and high > 0.57
     assert experiments.compare(s, "FL + SL1 [schedule 2x]", "FL + SL1").difference == \
         pytest.approx(0.04)
+
+
+def test_learning_curves_average_the_seeds_evaluations(tmp_path):
+    results = tmp_path / "res"
+    for seed, values in enumerate([(0.2, 0.4), (0.3, 0.5), (0.25, 0.45)]):
+        folder = results / "runs" / "fl_sl1_lr_2x" / f"seed{seed}"
+        folder.mkdir(parents=True)
+        records = [{"step": 10, "loss": 1.0}]
+        records += [{"step": 100 * (i + 1), "AP": v, "eval": {"AP": v}}
+                    for i, v in enumerate(values)]
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    curve = experiments.learning_curves(results, "FL + SL1 [lr 2x]")
+    assert list(curve) == [100, 200]
+    mean, low, high = curve[200]
+    assert mean == pytest.approx(0.45) and low < 0.4 < 0.5 < high
+    with pytest.raises(FileNotFoundError, match="no kept runs"):
+        experiments.learning_curves(results, "GHM-C + SL1 (level)")
