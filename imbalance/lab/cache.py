@@ -11,12 +11,14 @@ import hashlib
 import json
 import os
 import pickle
+import sys
+import time
 from pathlib import Path
 
 import torch
 
 from imbalance import __version__
-from imbalance.train import FitResult, fit
+from imbalance.train import FitResult, RunLockedError, fit
 from imbalance.train.checkpoint import load_checkpoint
 from imbalance.train.config import TrainConfig, synthetic_cache_dir
 from imbalance.train.rundir import RESUME_MAY_CHANGE
@@ -88,9 +90,31 @@ def cached_run(kind: str, name: str, config: TrainConfig,
     return base / kind / f"{name}-{run_key(config)}"
 
 
-def fit_cached(config: TrainConfig, out: str | os.PathLike) -> FitResult:
+def fit_cached(config: TrainConfig, out: str | os.PathLike, *,
+               wait_s: float = 4 * 3600.0) -> FitResult:
     """``fit(config, out=out, resume=True)``, trained afresh where ``out``'s checkpoint cannot be
-    read (a file cut short by a full disk, or written by an incompatible version)."""
+    read (a file cut short by a full disk, or written by an incompatible version).
+
+    Another process training the same run (two chapters executed side by side need the same
+    snapshot) holds the run's lock: this one waits for it, up to ``wait_s`` seconds, saying so
+    once, and then reads the finished run back instead of training it twice.
+    """
+    deadline = time.monotonic() + wait_s
+    told = False
+    while True:
+        try:
+            return _fit_cached_once(config, out)
+        except RunLockedError as e:
+            if time.monotonic() > deadline:
+                raise
+            if not told:
+                print(f"waiting for the run another process is training: {e}", file=sys.stderr,
+                      flush=True)
+                told = True
+            time.sleep(1.0)
+
+
+def _fit_cached_once(config: TrainConfig, out: str | os.PathLike) -> FitResult:
     last = Path(out) / "checkpoints" / "last.pt"
     if last.is_file():
         try:

@@ -91,3 +91,33 @@ def test_prepare_lists_every_run_the_chapters_read() -> None:
     assert len({j.name for j in jobs}) == len(jobs)
     with pytest.raises(ValueError, match="jobs"):
         prepare.prepare("smoke", jobs=0)
+
+
+def test_a_chapter_run_another_process_is_training_is_waited_for_not_refused(
+        tmp_path: Path, tiny_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two chapters executed side by side (nbval -n 2) need the same snapshot: the second waits
+    for the first's lock, then reads its run (it failed with RunLockedError before)."""
+    import subprocess
+    import sys
+    import time
+
+    from imbalance.lab.cache import fit_cached
+    from imbalance.train import RunLockedError
+    from imbalance.train.rundir import RunDir
+
+    overrides = [*fast(tiny_root), "optim.iterations=2"]
+    config = chapter_config("retinanet_focal", "smoke", overrides, cache=tmp_path)
+    out = chapter_run_dir(config, tmp_path)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from imbalance.train.rundir import RunDir\n"
+         f"with RunDir({str(out)!r}).lock():\n    print('locked', flush=True)\n"
+         "    time.sleep(3)"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    started = time.monotonic()
+    result = fit_cached(config, out)
+    holder.wait(timeout=30)
+    holder.stdout.close()
+    assert time.monotonic() - started > 1.0 and result.final["steps"] == 2
+    assert "waiting for the run another process is training" in capsys.readouterr().err
+    with RunDir(out).lock(), pytest.raises(RunLockedError):  # no time to wait: refused
+        fit_cached(config, out, wait_s=0.0)
