@@ -52,7 +52,7 @@ import yaml
 from imbalance.evaluation import METRICS
 from imbalance.files import read_jsonl, write_atomic, write_json_atomic, write_text_atomic
 from imbalance.lab.cache import CONFIGS
-from imbalance.lab.statistics import mean_interval, welch_interval
+from imbalance.lab.statistics import mean_interval, verdict, welch_interval
 from imbalance.train import PRESETS, TrainConfig, fit, load_config
 from imbalance.train.config import config_differences
 from imbalance.train.rundir import RESUME_MAY_CHANGE
@@ -473,12 +473,8 @@ class Comparison:
     @property
     def verdict(self) -> str:
         """``"higher"`` or ``"lower"`` when the 95 % interval excludes 0, else
-        ``"inconclusive"``."""
-        if self.low > 0:
-            return "higher"
-        if self.high < 0:
-            return "lower"
-        return "inconclusive"
+        ``"inconclusive"`` (:func:`imbalance.lab.statistics.verdict`)."""
+        return verdict(self.low, self.high)
 
     def __str__(self) -> str:
         return (f"{self.a} vs {self.b}: {self.metric} {100 * self.difference:+.1f} points, 95 % "

@@ -18,8 +18,18 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["WelchInterval", "mean_interval", "student_t_cdf", "student_t_quantile",
+__all__ = ["WelchInterval", "mean_interval", "student_t_cdf", "student_t_quantile", "verdict",
            "welch_interval"]
+
+
+def verdict(low: float, high: float) -> str:
+    """The verdict of an interval on a difference: ``"higher"`` (above 0), ``"lower"`` (below)
+    or ``"inconclusive"`` (it holds 0)."""
+    if low > 0:
+        return "higher"
+    if high < 0:
+        return "lower"
+    return "inconclusive"
 
 
 def _betacf(a: float, b: float, x: float) -> float:
@@ -105,11 +115,7 @@ class WelchInterval:
     @property
     def verdict(self) -> str:
         """``"higher"`` (the interval above 0), ``"lower"`` (below) or ``"inconclusive"``."""
-        if self.low > 0:
-            return "higher"
-        if self.high < 0:
-            return "lower"
-        return "inconclusive"
+        return verdict(self.low, self.high)
 
 
 def _mean_var(values: Sequence[float]) -> tuple[float, float]:

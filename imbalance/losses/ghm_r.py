@@ -15,6 +15,11 @@ from imbalance.losses.smooth_l1 import asl1_loss
 GHMR_TOP_EDGE = 1e3
 
 
+def ghm_r_gradient_norm(d: Tensor, mu: float) -> Tensor:
+    """gr = ``|d| / sqrt(d² + μ²)`` of the errors ``d`` (the gradient of ASL1), in [0, 1)."""
+    return (d / torch.sqrt(d * d + mu * mu)).abs()
+
+
 def ghm_r_loss(pred: Tensor, target: Tensor, label_weight: Tensor | None = None, mu: float = 0.02,
                bins: int = 10, acc_sum: Tensor | None = None, momentum: float = 0.0) -> Tensor:
     """GHM-R, element-wise over ``pred`` and ``target`` (float, e.g. ``(anchors, 4)``);
@@ -25,7 +30,7 @@ def ghm_r_loss(pred: Tensor, target: Tensor, label_weight: Tensor | None = None,
     if _fused.applies():
         lw = None if label_weight is None else valid
         return _fused.ghm_r_loss(d, lw, mu, bins, GHMR_TOP_EDGE, acc_sum, momentum)
-    g = (d / torch.sqrt(d * d + mu * mu)).abs().detach()
+    g = ghm_r_gradient_norm(d.detach(), mu)
     w = harmonising_weights(g, valid, bins, GHMR_TOP_EDGE, acc_sum, momentum).to(d.dtype)
     return (w * asl1_loss(d, torch.zeros_like(d), mu)).sum() / valid.sum().clamp(min=1)
 

@@ -62,7 +62,7 @@ from imbalance.losses import (
     smooth_l1_loss,
 )
 from imbalance.losses.ghm import GHMC_TOP_EDGE, bin_index, harmonising_weights
-from imbalance.losses.ghm_r import GHMR_TOP_EDGE
+from imbalance.losses.ghm_r import GHMR_TOP_EDGE, ghm_r_gradient_norm
 from imbalance.models.backbones import norm_layer, resnet_fpn
 from imbalance.models.loss_defaults import signature_defaults
 
@@ -111,6 +111,10 @@ class GHMStats:
     call's normalisation, as the gradients add up)."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the calls so far."""
         self.calls = 0
         self.bins: Tensor | float = 0.0
         self.positive: Tensor | float = 0.0
@@ -122,14 +126,12 @@ class GHMStats:
         the positives' elements (``None``: no share), ``module`` the GHM module and
         ``acc_before`` its running counts before the call (the weights are recomputed from
         them exactly)."""
-        valid = torch.ones_like(g, dtype=torch.bool)
-        idx = bin_index(g, module.bins, top).long()
-        counts = torch.zeros(module.bins, device=g.device).index_add_(0, idx.flatten(),
-                                                                      valid.flatten().float())
+        counts = torch.bincount(bin_index(g, module.bins, top).flatten(), minlength=module.bins)
         self.calls += 1
         self.bins = self.bins + (counts > 0).sum()
         if positive is not None:
             m = module.momentum if module.training else 0.0
+            valid = torch.ones_like(g, dtype=torch.bool)
             w = harmonising_weights(g, valid, module.bins, top, acc_before, m)
             grad = w * g / max(g.numel(), 1)
             self.positive = self.positive + grad[positive].sum()
@@ -143,7 +145,7 @@ class GHMStats:
         out = {f"{prefix}_bins": float(self.bins) / self.calls}
         if float(self.total) > 0:
             out[f"{prefix}_positive_grad"] = float(self.positive) / float(self.total)
-        self.__init__()
+        self.reset()
         return out
 
 
@@ -236,8 +238,7 @@ class BoxLoss(nn.Module):
             loss = self.loss_weight * self.ghm(deltas, target)
             if self.training:
                 with torch.no_grad():
-                    d = (deltas.detach() - target).float()
-                    g = (d / torch.sqrt(d * d + self.ghm.mu ** 2)).abs()
+                    g = ghm_r_gradient_norm((deltas.detach() - target).float(), self.ghm.mu)
                     self.stats.add(g, None, self.ghm, before, GHMR_TOP_EDGE)
             return loss
         if self.name == "l1":
