@@ -173,9 +173,15 @@ def test_a_truncated_image_is_named(smoke_config, tiny_root, tmp_path, capsys):
     assert str(image) in err and "truncated" in err and "Traceback" not in err
 
 
+def _logged(out: Path) -> int:
+    """Lines of a run's metrics.jsonl so far (a line being written may be cut: not counted)."""
+    path = out / "metrics.jsonl"
+    return path.read_text().count("\n") if path.exists() else 0
+
+
 def test_killed_at_random_points_and_mid_checkpoint_the_run_still_ends_the_same(smoke_config,
                                                                                  tmp_path):
-    """Issue 13's fault injection: SIGKILL several times at random moments, one of them while a
+    """Issue 13's fault injection: SIGKILL several times at random steps, one of them while a
     checkpoint is being written (its temporary file exists), resuming each time; the weights and
     the metrics end as an uninterrupted run's."""
     import random
@@ -199,8 +205,12 @@ def test_killed_at_random_points_and_mid_checkpoint_the_run_still_ends_the_same(
                         mid_write = True
                         break
                     time.sleep(0.0005)
-            else:
-                time.sleep(rng.uniform(2.0, 6.0))
+            else:  # at a random step: after 1 to 3 more logged steps, whatever the speed
+                target = min(_logged(out) + rng.randint(1, 3), STEPS - 1)
+                while process.poll() is None and time.monotonic() < deadline:
+                    if _logged(out) >= target:
+                        break
+                    time.sleep(0.002)
             if process.poll() is None:
                 os.kill(process.pid, signal.SIGKILL)
                 kills += 1
