@@ -12,7 +12,7 @@ PREPARE_JOBS ?= 2
 BOOK_BUILD = $(BIN)/jupyter-book build . --config book/_config.yml --toc book/_toc.yml -W -n --keep-going
 NOTEBOOKS  = $(wildcard chapters/*.ipynb)
 
-.PHONY: book test lint unit nbval bookcheck bench clean
+.PHONY: book test lint unit nbval bookcheck bench clean weights
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ book: $(STAMP)
 	$(BIN)/python -m imbalance.lab --jobs $(PREPARE_JOBS)
 	$(BOOK_BUILD)
 	@test -f _build/html/index.html && echo "The book is in _build/html/index.html"
+
+# The protocol's pretrained backbone (committed; this re-creates it: ~15 min on one core). Its
+# provenance is inside the file: python -c "import torch; print(torch.load('weights/...')['provenance'])"
+weights: $(STAMP)
+	$(BIN)/python -m imbalance.train.pretrain --out weights/resnet18-w32-gn.pt --steps 4000 \
+		--train-images 12000
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,6 +1,6 @@
 """The cost of a training step under the book's presets, measured side by side.
 
-    python benchmarks/protocol_step.py [--presets cpu protocol] [--rounds 5] [--threads 1]
+    python benchmarks/protocol_step.py [--presets cpu protocol_scratch protocol] [--rounds 5] [--threads 1]
 
 For each preset and model (RetinaNet with focal loss and smooth L1; the Faster R-CNN baseline)
 the model is built from ``configs/<model>_<preset>.yaml`` exactly as a run builds it (backbone,
@@ -52,7 +52,11 @@ def step_fn(base: str, preset: str, overrides: list[str]) -> tuple[Callable[[], 
         opt.step()
 
     o = config.model.options
-    what = (f"{config.model.backbone}, FPN {config.model.fpn_channels}, "
+    m = config.model
+    backbone = m.backbone + (f" width {m.backbone_width}" if m.backbone_width != 64 else "")
+    if m.frozen_stages:
+        backbone += f" (stem + {m.frozen_stages} stage(s) frozen)"
+    what = (f"{backbone}, FPN {config.model.fpn_channels}, "
             f"{config.data.batch_size} x {config.data.min_size} px")
     if config.model.name == "libra_rcnn":
         what += (f", {o.get('box_batch_size_per_image', 512)} RoIs, "
@@ -63,7 +67,7 @@ def step_fn(base: str, preset: str, overrides: list[str]) -> tuple[Callable[[], 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--presets", nargs="+", default=["cpu", "protocol"])
+    parser.add_argument("--presets", nargs="+", default=["cpu", "protocol_scratch", "protocol"])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)

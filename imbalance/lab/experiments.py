@@ -53,6 +53,7 @@ from imbalance.evaluation import METRICS
 from imbalance.files import read_jsonl, write_atomic, write_json_atomic, write_text_atomic
 from imbalance.lab.cache import CONFIGS
 from imbalance.lab.statistics import mean_interval, verdict, welch_interval
+from imbalance.models.backbones import file_sha256
 from imbalance.train import PRESETS, TrainConfig, fit, load_config
 from imbalance.train.config import config_differences
 from imbalance.train.rundir import RESUME_MAY_CHANGE
@@ -262,7 +263,14 @@ def _differences(run: Path, config: TrainConfig) -> list[str]:
     saved = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
     # read through the dataclasses: a field added since the run was kept takes its default
     saved = TrainConfig.from_dict(saved).to_dict()
-    return config_differences(saved, config.to_dict(), ignore=RESUME_MAY_CHANGE)
+    differences = config_differences(saved, config.to_dict(), ignore=RESUME_MAY_CHANGE)
+    weights = config.model.pretrained
+    if weights is not None and (run / "final.json").is_file() and Path(weights).is_file():
+        # the same file name with other weights in it is another run
+        kept = json.loads((run / "final.json").read_text(encoding="utf-8"))
+        if kept.get("pretrained_sha256") not in (None, file_sha256(weights)):
+            differences.append("model.pretrained (the weight file has changed)")
+    return differences
 
 
 def run_grid(grid: str, preset: str, seeds: Sequence[int], out: str | os.PathLike, *,

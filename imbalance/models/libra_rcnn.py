@@ -349,6 +349,9 @@ def libra_rcnn(
     balanced_l1_options: dict[str, float] | None = None,
     smooth_l1_beta: float = SMOOTH_L1_BETA,
     representation_size: int = 1024,
+    backbone_width: int = 64,
+    pretrained: str | None = None,
+    frozen_stages: int = 0,
     **kwargs: Any,
 ) -> FasterRCNN:
     """Libra R-CNN as torchvision's ``FasterRCNN`` + FPN, from scratch, each component a switch.
@@ -391,6 +394,9 @@ def libra_rcnn(
             authors' Faster R-CNN, default) or torchvision's 1/9.
         representation_size: width of the two-MLP box head (1024 in the papers; a narrow FPN
             can take a narrower head).
+        backbone_width, pretrained, frozen_stages: the ResNet's width, a weight file of
+            :mod:`imbalance.train.pretrain` and the stages frozen (``width``, ``weights`` and
+            ``frozen_stages`` of :func:`~imbalance.models.backbones.resnet_fpn`).
         **kwargs: passed to torchvision's ``FasterRCNN``: ``min_size``, ``max_size``,
             ``rpn_pre_nms_top_n_train``, ``rpn_post_nms_top_n_train``, ``rpn_pre_nms_top_n_test``,
             ``rpn_post_nms_top_n_test``, ``box_batch_size_per_image`` (512, as the authors),
@@ -444,7 +450,9 @@ def libra_rcnn(
     l1_options = _check_balanced_l1_options(balanced_l1_options)
     iou_sampler = IoUBalancedNegativeSampler(num_bins, floor_thr=floor_thr, binning=binning)
 
-    features: nn.Module = resnet_fpn(backbone, norm=norm, fpn_channels=fpn_channels)
+    features: nn.Module = resnet_fpn(backbone, norm=norm, fpn_channels=fpn_channels,
+                                     width=backbone_width, weights=pretrained,
+                                     frozen_stages=frozen_stages)
     if bfp:
         neck = BalancedFeaturePyramid(fpn_channels, 5, refine_level=2, refine="non_local")
         features = BackboneWithNeck(features, neck)

@@ -500,6 +500,9 @@ def retinanet(
     min_size: int = 512,
     max_size: int = 512,
     ghm_scope: str = "level",
+    backbone_width: int = 64,
+    pretrained: str | None = None,
+    frozen_stages: int = 0,
     **kwargs: Any,
 ) -> RetinaNet:
     """A RetinaNet trained from scratch, with the classification and box losses chosen by name.
@@ -523,6 +526,9 @@ def retinanet(
         ghm_scope: ``"level"`` (the authors' wiring: a GHM loss per pyramid level, one shared
             EMA, the levels summed) or ``"batch"`` (one call over the whole batch); see
             :class:`RetinaNetHead`.
+        backbone_width, pretrained, frozen_stages: the ResNet's width, a weight file of
+            :mod:`imbalance.train.pretrain` and the stages frozen (``width``, ``weights`` and
+            ``frozen_stages`` of :func:`~imbalance.models.backbones.resnet_fpn`).
         **kwargs: passed to torchvision's ``RetinaNet`` (``score_thresh``, ``nms_thresh``,
             ``detections_per_img``, ``topk_candidates``, ``fg_iou_thresh``, ``bg_iou_thresh``, ...).
     """
@@ -535,7 +541,8 @@ def retinanet(
     anchors = AnchorConfig.retinanet(anchor_scale)
     stages, extra = _levels(anchors)
     body = resnet_fpn(backbone, norm=norm, fpn_channels=fpn_channels, returned_layers=stages,
-                      extra=extra)
+                      extra=extra, width=backbone_width, weights=pretrained,
+                      frozen_stages=frozen_stages)
     generator = anchors.generator()
     head = RetinaNetHead(fpn_channels, generator.num_anchors_per_location()[0], num_classes,
                          cls_module, box_module, prior_prob=prior_prob, norm=head_norm,

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from imbalance.evaluation import ap_from_json
 from imbalance.files import finite_or_none, write_json_atomic
 from imbalance.models import build_model
+from imbalance.models.backbones import file_sha256
 from imbalance.train import distributed
 from imbalance.train.checkpoint import load_checkpoint, save_checkpoint
 from imbalance.train.config import (
@@ -430,6 +431,8 @@ class Trainer:
             "command": command_line(),
             "checkpoint": str(self.run_dir.last_checkpoint),
         }
+        if self.config.model.pretrained is not None:
+            final["pretrained_sha256"] = file_sha256(self.config.model.pretrained)
         git = git_state()
         final["git_commit"], final["git_dirty"] = git["commit"], git["dirty"]
         final = finite_or_none(final)  # as final.json holds it: an undefined metric is null

@@ -14,7 +14,7 @@ FAST = ["optim.iterations=2", "optim.warmup_iters=1", "data.min_size=64", "data.
 
 
 def test_every_grid_configuration_has_its_config_files():
-    assert experiments.grid_presets() == ("smoke", "cpu", "protocol", "gpu")
+    assert experiments.grid_presets() == ("smoke", "cpu", "protocol", "protocol_scratch", "gpu")
     for grid in experiments.GRIDS.values():
         slugs = [e.slug for e in grid]
         assert len(set(slugs)) == len(slugs)
@@ -276,3 +276,21 @@ def test_learning_curves_average_the_seeds_evaluations(tmp_path):
     assert mean == pytest.approx(0.45) and low < 0.4 < 0.5 < high
     with pytest.raises(FileNotFoundError, match="no kept runs"):
         experiments.learning_curves(results, "GHM-C + SL1 (level)")
+
+
+def test_a_kept_run_made_with_other_pretrained_weights_is_another_run(tmp_path):
+    from imbalance.models.backbones import file_sha256, resnet, save_backbone_weights
+    from imbalance.train import load_config
+
+    weights = save_backbone_weights(tmp_path / "w.pt", resnet("resnet18", "gn", 8),
+                                    {"backbone": "resnet18", "width": 8, "norm": "gn"}, {})
+    config = load_config(None, ["preset=smoke", "model.backbone_width=8",
+                                f"model.pretrained={weights}"])
+    run = tmp_path / "kept"
+    run.mkdir()
+    (run / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
+    (run / "final.json").write_text(json.dumps({"pretrained_sha256": file_sha256(weights)}))
+    assert experiments._differences(run, config) == []
+    (run / "final.json").write_text(json.dumps({"pretrained_sha256": "0" * 64}))
+    assert experiments._differences(run, config) == [
+        "model.pretrained (the weight file has changed)"]

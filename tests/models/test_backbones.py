@@ -12,9 +12,11 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from imbalance.models.backbones import (
     RESNETS,
     BackboneWithNeck,
+    load_backbone_weights,
     norm_layer,
     resnet,
     resnet_fpn,
+    save_backbone_weights,
 )
 
 SIZE = 64  # input side; C2..C5 have strides 4, 8, 16, 32
@@ -120,3 +122,75 @@ def test_bad_arguments(kwargs: dict) -> None:
 def test_bad_norm_factory() -> None:
     with pytest.raises(ValueError, match="norm"):
         norm_layer("batch")
+
+
+# ------------------------------------------------------------------ width, weights, frozen stages
+@pytest.mark.parametrize(("name", "width"), [("resnet18", 32), ("resnet50", 16)])
+def test_a_scaled_resnet_is_torchvisions_with_every_width_scaled(name: str, width: int) -> None:
+    full, scaled = resnet(name, "gn"), resnet(name, "gn", width)
+    assert list(dict(full.named_parameters())) == list(dict(scaled.named_parameters()))
+    ratio = width / 64
+    for (key, a), b in zip(full.named_parameters(), scaled.parameters(), strict=True):
+        if key.startswith("fc."):
+            continue
+        # every dimension but the RGB input is scaled by width / 64
+        expected = tuple(n if (key == "conv1.weight" and i == 1) else int(n * ratio)
+                         for i, n in enumerate(a.shape[:2])) + tuple(a.shape[2:])
+        assert tuple(b.shape) == expected, key
+    groups = {m.num_channels // m.num_groups for m in full.modules() if isinstance(m, nn.GroupNorm)}
+    scaled_groups = {m.num_channels // m.num_groups for m in scaled.modules()
+                     if isinstance(m, nn.GroupNorm)}
+    assert groups == scaled_groups  # the same channels per group at every width
+    fpn = resnet_fpn(name, norm="gn", fpn_channels=8, width=width)
+    assert [v.shape[1] for v in fpn(images()).values()] == [8] * 5
+
+
+@pytest.mark.parametrize("width", [0, 3, 2.0, True])
+def test_a_bad_width_is_refused(width: object) -> None:
+    with pytest.raises(ValueError, match="width"):
+        resnet("resnet18", "gn", width)  # type: ignore[arg-type]
+
+
+def test_pretrained_weights_round_trip_and_must_fit(tmp_path) -> None:
+    torch.manual_seed(3)
+    body = resnet("resnet18", "gn", 16)
+    path = save_backbone_weights(tmp_path / "w.pt", body, {"backbone": "resnet18", "width": 16,
+                                                           "norm": "gn"}, {"note": "test"})
+    blob = load_backbone_weights(path)
+    assert blob["provenance"] == {"note": "test"}
+    assert not any(k.startswith("fc.") for k in blob["state_dict"])
+    torch.manual_seed(4)  # a different random draw, replaced by the file's weights
+    loaded = resnet_fpn("resnet18", norm="gn", fpn_channels=8, width=16, weights=path).body
+    for key, value in body.state_dict().items():
+        if key.startswith("fc."):
+            continue
+        # stored in float16: equal to its rounding
+        torch.testing.assert_close(loaded.state_dict()[key], value.half().float(), msg=key)
+    with pytest.raises(ValueError, match="are for"):
+        resnet_fpn("resnet18", norm="gn", fpn_channels=8, width=32, weights=path)
+    with pytest.raises(ValueError, match="are for"):
+        resnet_fpn("resnet18", norm="bn", fpn_channels=8, width=16, weights=path)
+    with pytest.raises(FileNotFoundError):
+        resnet_fpn("resnet18", norm="gn", width=16, weights=tmp_path / "missing.pt")
+    (tmp_path / "bad.pt").write_bytes(b"not a weight file")
+    with pytest.raises(ValueError, match="not a readable"):
+        load_backbone_weights(tmp_path / "bad.pt")
+    torch.save({"state_dict": {}}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a backbone weight file"):
+        load_backbone_weights(tmp_path / "other.pt")
+
+
+@pytest.mark.parametrize("frozen", [0, 1, 2])
+def test_frozen_stages_get_no_gradient(frozen: int) -> None:
+    model = resnet_fpn("resnet18", norm="gn", fpn_channels=8, width=8, frozen_stages=frozen)
+    sum(v.sum() for v in model(images()).values()).backward()
+    stem = [model.body.conv1, model.body.bn1]
+    stages = [getattr(model.body, f"layer{i}") for i in range(1, 5)]
+    frozen_modules = (stem + stages[:frozen]) if frozen else []
+    trained = stages[frozen:] + ([] if frozen else stem)
+    for module in frozen_modules:
+        assert all(p.grad is None and not p.requires_grad for p in module.parameters())
+    for module in trained:
+        assert all(p.grad is not None for p in module.parameters())
+    with pytest.raises(ValueError, match="frozen_stages"):
+        resnet_fpn("resnet18", norm="gn", width=8, frozen_stages=5)

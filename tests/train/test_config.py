@@ -92,6 +92,9 @@ def test_to_dict_round_trips():
     (["optim.lr"], ["key=value"]),
     (["data.batch_size=33"], ["data.batch_size", "33", "32 training images"]),
     (["data.max_train_images=3"], ["data.batch_size", "3 training images"]),
+    (["model.backbone_width=31"], ["model.backbone_width", "even"]),
+    (["model.frozen_stages=5"], ["model.frozen_stages", "-1..4"]),
+    (["model.pretrained=no/such.pt"], ["model.pretrained", "no/such.pt", "train.pretrain"]),
 ])
 def test_bad_configs_raise_a_clear_config_error(overrides, needles):
     with pytest.raises(ConfigError) as info:
@@ -270,3 +273,22 @@ def test_a_data_root_that_is_a_file_is_called_a_file(tmp_path):
     (tmp_path / "f.json").write_text("{}")
     with pytest.raises(ConfigError, match="is a file; give the dataset's folder"):
         load_config(None, ["preset=smoke", f"data.root={tmp_path / 'f.json'}"])
+
+
+def test_pretrained_weights_must_fit_the_model_and_reach_it(tmp_path):
+    from imbalance.models.backbones import resnet, save_backbone_weights
+    path = save_backbone_weights(tmp_path / "w.pt", resnet("resnet18", "gn", 8),
+                                 {"backbone": "resnet18", "width": 8, "norm": "gn"}, {})
+    smoke = ROOT / "configs" / "retinanet_focal_smoke.yaml"
+    good = ["model.norm=gn", "model.backbone_width=8", f"model.pretrained={path}",
+            "model.frozen_stages=1"]
+    config = load_config(smoke, good)
+    kwargs = model_kwargs(config)
+    assert (kwargs["pretrained"], kwargs["backbone_width"], kwargs["frozen_stages"]) == (
+        str(path), 8, 1)
+    assert "pretrained" not in model_kwargs(load_config(smoke))  # the defaults pass nothing new
+    with pytest.raises(ConfigError, match=r"model.pretrained: the weights are for .*'width': 8"):
+        load_config(smoke, [*good, "model.backbone_width=16"])
+    (tmp_path / "junk.pt").write_text("junk")
+    with pytest.raises(ConfigError, match="model.pretrained: .* not a readable weight file"):
+        load_config(smoke, [*good[:2], f"model.pretrained={tmp_path / 'junk.pt'}"])

@@ -1,26 +1,31 @@
 #!/usr/bin/env bash
 # Issue 12's pilot for one configuration of the `pilot` grid, resumable: a run kept under
-# book/results/pilot/<configuration>/ is not trained again.
-#   1. the learning-rate sweep at 1x: 0.5x, 1x, 2x the authors' rate scaled to the batch, seed 0;
+# $RESULTS/<configuration>/ is not trained again.
+#   1. the learning-rate sweep at 1x: 0.5x, 1x, 2x the authors' rate scaled to the batch, seed 0
+#      (and any further factors in $LR_FACTORS);
 #   2. the schedule ladder at the sweep's best rate: for each seed, each schedule multiple (the
 #      sweep's run at that rate is seed 0 of the ladder's 1x, copied, not trained again).
-#     bash book/results/pilot/run.sh fl_sl1 "0" "1 2 4"      # configuration, seeds, schedules
+#     bash book/results/pilot/run.sh fl_sl1 "0 1 2" "1 2 4"    # configuration, seeds, schedules
+# PRESET (default protocol) and RESULTS (default book/results/pilot) choose the preset and where
+# the runs are kept: the first protocol's pilot is
+#     PRESET=protocol_scratch RESULTS=book/results/pilot_scratch bash book/results/pilot/run.sh ...
 # Run one configuration per CPU core (each run uses one thread).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 slug=$1
 seeds=${2:-0 1 2}
 schedules=${3:-1 2 0.5}
+preset=${PRESET:-protocol}
 py=${PYTHON:-.venv/bin/python}
-exp="$py -m imbalance.lab.experiments run --grid pilot --preset protocol --out runs/pilot run.progress=false"
-res=book/results/pilot/$slug
-$exp --results "$res/lr_sweep" --seeds 0 --only "$slug" --lr-factors 1 2 0.5
+res=${RESULTS:-book/results/pilot}/$slug
+exp="$py -m imbalance.lab.experiments run --grid pilot --preset $preset --out runs/pilot-$preset run.progress=false"
+# shellcheck disable=SC2086
+$exp --results "$res/lr_sweep" --seeds 0 --only "$slug" --lr-factors 1 2 0.5 ${LR_FACTORS:-}
 best=$($py - "$res/lr_sweep/summary.json" <<'PY'
 import json, sys
 rows = json.load(open(sys.argv[1]))["rows"]
 best = max(rows, key=lambda name: rows[name]["AP"]["mean"])
-print(rows[best].get("lr_factor", 1.0) if "lr_factor" in rows[best]
-      else (best.split("[lr ")[1].rstrip("x]") if "[lr " in best else "1"))
+print(rows[best].get("lr_factor", 1.0))
 PY
 )
 echo "[$slug] best learning-rate factor: $best" >&2
