@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Issue 12's pilot for one configuration of the `pilot` grid, resumable: a run kept under
 # $RESULTS/<configuration>/ is not trained again.
-#   1. the learning-rate sweep at 1x: 0.5x, 1x, 2x the authors' rate scaled to the batch, seed 0
-#      (and any further factors in $LR_FACTORS);
+#   1. the learning-rate sweep at 1x, seed 0: the factors in $LR_FACTORS (default 0.5 1 2) times
+#      the authors' rate scaled to the batch;
 #   2. the schedule ladder at the sweep's best rate: for each seed, each schedule multiple (the
 #      sweep's run at that rate is seed 0 of the ladder's 1x, copied, not trained again).
 #     bash book/results/pilot/run.sh fl_sl1 "0 1 2" "1 2 4"    # configuration, seeds, schedules
@@ -20,7 +20,7 @@ py=${PYTHON:-.venv/bin/python}
 res=${RESULTS:-book/results/pilot}/$slug
 exp="$py -m imbalance.lab.experiments run --grid pilot --preset $preset --out runs/pilot-$preset run.progress=false"
 # shellcheck disable=SC2086
-$exp --results "$res/lr_sweep" --seeds 0 --only "$slug" --lr-factors 1 2 0.5 ${LR_FACTORS:-}
+$exp --results "$res/lr_sweep" --seeds 0 --only "$slug" --lr-factors ${LR_FACTORS:-1 2 0.5}
 best=$($py - "$res/lr_sweep/summary.json" <<'PY'
 import json, sys
 rows = json.load(open(sys.argv[1]))["rows"]
