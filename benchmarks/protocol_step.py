@@ -1,6 +1,6 @@
 """The cost of a training step under the book's presets, measured side by side.
 
-    python benchmarks/protocol_step.py [--presets cpu protocol_scratch protocol] [--rounds 5] [--threads 1]
+    python benchmarks/protocol_step.py [--presets cpu protocol_scratch protocol] [--rounds 5]
 
 For each preset and model (RetinaNet with focal loss and smooth L1; the Faster R-CNN baseline)
 the model is built from ``configs/<model>_<preset>.yaml`` exactly as a run builds it (backbone,

@@ -3,8 +3,8 @@
 A configuration is built in layers, each replacing what the one before set:
 
 1. the dataclass defaults below;
-2. the preset (:data:`PRESETS`: ``smoke``, ``brief``, ``cpu``, ``protocol`` or ``gpu``) named by
-   ``preset``;
+2. the preset (:data:`PRESETS`: ``smoke``, ``brief``, ``cpu``, ``protocol``,
+   ``protocol_scratch`` or ``gpu``) named by ``preset``;
 3. the YAML file (or mapping) given to :func:`load_config`;
 4. the command line's ``key=value`` overrides, with dotted keys (``optim.lr=0.02``,
    ``model.options.topk_candidates=500``), each value read as YAML (``null``, ``true``, ``[1, 2]``).
