@@ -281,6 +281,25 @@ class TrainConfig:
 # provenance is inside the file), relative to the working directory: ``model.pretrained``.
 PRETRAINED = "weights/resnet18-w32-gn.pt"
 
+# The book's experimental protocol on one CPU core: the small benchmark drawn at 128 px
+# (800 train / 500 val images); a ResNet-18 at half width (32: a step costs half the
+# full width's, and 1x reaches 51.2 AP against 52.9) with a 32-channel FPN, from scratch;
+# the authors' recipe: the learning rate scaled linearly from theirs (each method's best
+# factor from the sweep, optim.lr_factor), warm-up from 1/3, steps down at 8/12 and 11/12,
+# gradient clip 35. 1x is 1200 steps (6 epochs); the schedule ladder multiplies it. (A
+# backbone pretrained by the package, model.pretrained, was tried and slowed training down;
+# see the README.)
+_PROTOCOL: dict[str, Any] = {
+    "model": {"backbone": "resnet18", "norm": "gn", "fpn_channels": 32, "backbone_width": 32},
+    "data": {"synthetic": "small", "knobs": {"image_size": 128, "val_images": 500},
+             "min_size": 128, "max_size": 128, "batch_size": 4, "workers": 0},
+    "optim": {"optimizer": "sgd", "lr": None, "lr_factor": 1.0, "warmup_iters": 100,
+              "warmup_factor": 1 / 3, "iterations": 1200, "epochs": None,
+              "milestones": [8 / 12, 11 / 12], "gamma": 0.1, "grad_clip": 35.0},
+    "run": {"device": "auto", "amp": "auto", "log_every": 20, "checkpoint_every": 300,
+            "eval_every": 300, "eval_bootstrap": 200, "threads": 1},
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
     # CI: seconds on a CPU. The tiny synthetic benchmark (32 train / 16 val images, 128 px).
     "smoke": {
@@ -314,37 +333,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "run": {"device": "auto", "amp": "auto", "log_every": 10, "checkpoint_every": 100,
                 "eval_every": 0},
     },
-    # The book's experimental protocol on one CPU core: the small benchmark drawn at 128 px
-    # (800 train / 500 val images); a ResNet-18 at half width (32: a step costs half the
-    # full width's, and 1x reaches 51.2 AP against 52.9) with a 32-channel FPN, from scratch;
-    # the authors' recipe: the learning rate scaled linearly from theirs (each method's best
-    # factor from the sweep, optim.lr_factor), warm-up from 1/3, steps down at 8/12 and 11/12,
-    # gradient clip 35. 1x is 1200 steps (6 epochs); the schedule ladder multiplies it. (A
-    # backbone pretrained by the package, model.pretrained, was tried and slowed training down;
-    # see the README.)
-    "protocol": {
-        "model": {"backbone": "resnet18", "norm": "gn", "fpn_channels": 32, "backbone_width": 32},
-        "data": {"synthetic": "small", "knobs": {"image_size": 128, "val_images": 500},
-                 "min_size": 128, "max_size": 128, "batch_size": 4, "workers": 0},
-        "optim": {"optimizer": "sgd", "lr": None, "lr_factor": 1.0, "warmup_iters": 100,
-                  "warmup_factor": 1 / 3, "iterations": 1200, "epochs": None,
-                  "milestones": [8 / 12, 11 / 12], "gamma": 0.1, "grad_clip": 35.0},
-        "run": {"device": "auto", "amp": "auto", "log_every": 20, "checkpoint_every": 300,
-                "eval_every": 300, "eval_bootstrap": 200, "threads": 1},
-    },
+    "protocol": _PROTOCOL,
     # The first protocol, kept to reproduce its runs (book/results/pilot_scratch): the same
     # data and recipe with a full-width ResNet-18 trained from scratch. It does not converge in
     # 4x its schedule; see the README.
-    "protocol_scratch": {
-        "model": {"backbone": "resnet18", "norm": "gn", "fpn_channels": 32},
-        "data": {"synthetic": "small", "knobs": {"image_size": 128, "val_images": 500},
-                 "min_size": 128, "max_size": 128, "batch_size": 4, "workers": 0},
-        "optim": {"optimizer": "sgd", "lr": None, "lr_factor": 1.0, "warmup_iters": 100,
-                  "warmup_factor": 1 / 3, "iterations": 1200, "epochs": None,
-                  "milestones": [8 / 12, 11 / 12], "gamma": 0.1, "grad_clip": 35.0},
-        "run": {"device": "auto", "amp": "auto", "log_every": 20, "checkpoint_every": 300,
-                "eval_every": 300, "eval_bootstrap": 200, "threads": 1},
-    },
+    "protocol_scratch": {**copy.deepcopy(_PROTOCOL),
+                         "model": {"backbone": "resnet18", "norm": "gn", "fpn_channels": 32}},
     # Full runs on GPUs: the full benchmark (10k / 1k, 512 px), ResNet-50, 12 epochs, AMP, the
     # authors' learning rate scaled to the global batch and their warm-up.
     "gpu": {
