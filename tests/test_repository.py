@@ -26,6 +26,10 @@ MAKEFILE = ROOT / "Makefile"
 TOC = ROOT / "book" / "_toc.yml"
 CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
 
+# The rendered book shows this many characters of a code line before it scrolls sideways
+# (ruff's line-length, 100, is for the package; the chapters need less).
+PAGE_WIDTH = 88
+
 # The GPU machines run these; the floors in pyproject.toml must admit them.
 GPU_TORCH = Version("2.11")
 GPU_TORCHVISION = Version("0.26")
@@ -105,6 +109,19 @@ def notebook_problems(path: Path) -> list[str]:
         # some of its figures, silently.
         problems.append("the first code cell does not start with %matplotlib inline")
     return problems
+
+
+def long_code_lines(path: Path, width: int = PAGE_WIDTH) -> list[str]:
+    """Code-cell lines wider than `width`, as `name cell i line j (n chars): text` (j from 1)."""
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    found = []
+    for i, cell in enumerate(nb.get("cells", [])):
+        if cell.get("cell_type") != "code":
+            continue
+        for j, line in enumerate("".join(cell.get("source", "")).splitlines(), 1):
+            if len(line) > width:
+                found.append(f"{Path(path).name} cell {i} line {j} ({len(line)} chars): {line}")
+    return found
 
 
 def toc_files(node) -> list[str]:
@@ -241,6 +258,23 @@ def test_notebook_problems_flags_outputs_counts_and_kernel(tmp_path):
 @pytest.mark.parametrize("notebook", CHAPTERS, ids=[p.name for p in CHAPTERS])
 def test_committed_notebooks_carry_no_outputs(notebook):
     assert notebook_problems(notebook) == []
+
+
+def test_long_code_lines_names_notebook_cell_and_line(tmp_path):
+    wide = "x = " + "1 + " * 30 + "1"
+    md = {"cell_type": "markdown", "id": "m1", "metadata": {}, "source": "word " * 40}
+    cells = [md, code_cell("%matplotlib inline\ny = 2"), code_cell(f"y = 2\n{wide}\n")]
+    path = write_notebook(tmp_path / "wide.ipynb", cells)
+    assert long_code_lines(path) == [f"wide.ipynb cell 2 line 2 ({len(wide)} chars): {wide}"]
+
+
+def test_chapter_code_fits_the_page():
+    assert CHAPTERS, "no chapters found"
+    too_wide = [line for notebook in CHAPTERS for line in long_code_lines(notebook)]
+    assert not too_wide, (
+        f"code lines wider than {PAGE_WIDTH} characters scroll sideways in the book:\n"
+        + "\n".join(too_wide)
+    )
 
 
 # --------------------------------------------------------------------------- toc
