@@ -125,8 +125,9 @@ class AnchorStats:
 
     def __str__(self) -> str:
         s = self.summary()
+        # two lines, so that it fits a printed page (the book's code cells are 88 wide)
         return (f"{s['images']} images, {s['objects']} objects, "
-                f"{s['anchors_per_image']:.0f} anchors per image: "
+                f"{s['anchors_per_image']:.0f} anchors per image:\n"
                 f"{s['positives_per_image']:.1f} positive, {s['negatives_per_image']:.1f} "
                 f"negative, {s['ignored_per_image']:.1f} ignored; "
                 f"fg:bg = 1:{1 / max(self.fg_bg_ratio, 1e-12):.0f}")
