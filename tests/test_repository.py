@@ -277,6 +277,49 @@ def test_chapter_code_fits_the_page():
     )
 
 
+# --------------------------------------------------------------------------- bibliography
+
+BIB = ROOT / "book" / "references.bib"
+CITE = re.compile(r"\{cite(?::[a-z]+)?\}`([^`]+)`")
+
+
+def bib_keys(text: str) -> list[str]:
+    """The keys of the entries of a BibTeX file, in order."""
+    return re.findall(r"^@\w+\{([^,\s]+),", text, re.M)
+
+
+def cited_keys(text: str) -> set[str]:
+    """The keys cited with MyST's ``{cite}`, ``{cite:p}`` or ``{cite:t}`` roles."""
+    return {k.strip() for group in CITE.findall(text) for k in group.split(",")}
+
+
+def book_text() -> str:
+    """The prose and code of every chapter and book page."""
+    parts = [p.read_text(encoding="utf-8") for p in sorted((ROOT / "book").glob("*.md"))]
+    for path in CHAPTERS:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        parts += ["".join(c.get("source", "")) for c in nb.get("cells", [])]
+    return "\n".join(parts)
+
+
+def test_cited_keys_and_bib_keys_read_roles_and_entries():
+    text = "as {cite:t}`a2019x` and {cite:p}`b2020y, c2021z` show, unlike {cite}`d2018w`"
+    assert cited_keys(text) == {"a2019x", "b2020y", "c2021z", "d2018w"}
+    assert bib_keys("@article{a2019x,\n title={T}}\n\n@inproceedings{b2020y,\n}") == \
+        ["a2019x", "b2020y"]
+
+
+def test_the_bibliography_holds_the_cited_works_and_only_those():
+    keys = bib_keys(BIB.read_text(encoding="utf-8"))
+    assert len(keys) == len(set(keys)), "a key is defined twice in book/references.bib"
+    cited = cited_keys(book_text())
+    unknown, uncited = sorted(cited - set(keys)), sorted(set(keys) - cited)
+    assert not unknown, f"cited but not in references.bib: {unknown}"
+    assert not uncited, f"in references.bib but cited nowhere: {uncited}"
+    page = (ROOT / "book" / "bibliography.md").read_text(encoding="utf-8")
+    assert ":all:" not in page, "the bibliography page must list the cited works only"
+
+
 # --------------------------------------------------------------------------- toc
 
 
