@@ -1,4 +1,4 @@
-"""The repository agrees with itself: environments, dependency ranges, notebooks, toc."""
+"""The repository agrees with itself: environments, dependency ranges, notebooks, hints, toc."""
 
 from __future__ import annotations
 
@@ -274,6 +274,90 @@ def test_chapter_code_fits_the_page():
     assert not too_wide, (
         f"code lines wider than {PAGE_WIDTH} characters scroll sideways in the book:\n"
         + "\n".join(too_wide)
+    )
+
+
+# --------------------------------------------------------------------------- exercises
+
+HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
+CODE_FENCE = re.compile(r"^\s*(```|~~~)")
+EXERCISE_ITEM = re.compile(r"^\d+\. ")
+HINT_FENCE = re.compile(r"^( +):::\{admonition\} Hint\s*$")
+
+
+def exercise_sections(path: Path) -> list[str]:
+    """The markdown under each heading that contains "Exercises", up to the next heading of the
+    same or a higher level; the notebook's markdown cells are read as one document, and lines
+    inside code fences are never headings."""
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    lines = [line for cell in nb.get("cells", []) if cell.get("cell_type") == "markdown"
+             for line in "".join(cell.get("source", "")).splitlines()]
+    sections, current, level, fenced = [], None, 0, False
+    for line in lines:
+        if CODE_FENCE.match(line):
+            fenced = not fenced
+        heading = None if fenced else HEADING.match(line)
+        if heading and current is not None and len(heading.group(1)) <= level:
+            sections.append("\n".join(current))
+            current = None
+        if heading and "Exercises" in heading.group(2):
+            current, level = [], len(heading.group(1))
+        elif current is not None:
+            current.append(line)
+    if current is not None:
+        sections.append("\n".join(current))
+    return sections
+
+
+def exercise_and_hint_counts(section: str) -> tuple[int, int]:
+    """(exercises, collapsed hints) of an exercise section. An exercise is a top-level numbered
+    item (`1. ` at the start of a line); a hint is an indented `:::{admonition} Hint` fence (so
+    that it belongs to a list item) followed by `:class: dropdown` at the same indentation."""
+    lines = section.splitlines()
+    items = sum(1 for line in lines if EXERCISE_ITEM.match(line))
+    hints = 0
+    for line, following in zip(lines, lines[1:], strict=False):
+        fence = HINT_FENCE.match(line)
+        if fence and following.rstrip() == f"{fence.group(1)}:class: dropdown":
+            hints += 1
+    return items, hints
+
+
+def test_exercise_and_hint_counts_find_a_missing_hint():
+    hint = "   :::{admonition} Hint\n   :class: dropdown\n   Look at $g$.\n   :::\n"
+    text = f"1. **One.** Do this.\n\n{hint}\n2. **Two.** Do that,\n   and more.\n"
+    assert exercise_and_hint_counts(text) == (2, 1)  # the second hint is missing
+    assert exercise_and_hint_counts(f"{text}\n{hint}") == (2, 2)
+    not_collapsed = hint.replace("dropdown", "tip")
+    assert exercise_and_hint_counts(f"{text}\n{not_collapsed}") == (2, 1)
+    outside_the_item = hint.replace("   ", "")  # at column 0 it ends the list
+    assert exercise_and_hint_counts(f"{text}\n{outside_the_item}") == (2, 1)
+
+
+def test_exercise_sections_read_only_the_exercises(tmp_path):
+    sources = [
+        "# 1. Title\n\n1. a numbered list\n2. in the prose",
+        "## Exercises\n\n1. **One.** Do this.\n\n```sh\n# a comment, not a heading\n```",
+        "2. **Two.** Do that.\n\n## Further reading\n\n1. not an exercise",
+    ]
+    cells = [{"cell_type": "markdown", "id": f"m{i}", "metadata": {}, "source": s}
+             for i, s in enumerate(sources)]
+    path = write_notebook(tmp_path / "exercises.ipynb", cells)
+    sections = exercise_sections(path)
+    assert len(sections) == 1, sections
+    assert exercise_and_hint_counts(sections[0]) == (2, 0)
+
+
+@pytest.mark.parametrize("notebook", CHAPTERS, ids=[p.name for p in CHAPTERS])
+def test_every_exercise_has_a_collapsed_hint(notebook):
+    sections = exercise_sections(notebook)
+    assert sections, f"{notebook.name}: no markdown under an 'Exercises' heading"
+    counts = [exercise_and_hint_counts(section) for section in sections]
+    items, hints = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    assert items > 0, f"{notebook.name}: no numbered exercises under 'Exercises'"
+    assert hints == items, (
+        f"{notebook.name}: {items} exercises but {hints} collapsed hints "
+        "(:::{admonition} Hint with :class: dropdown, indented into its item)"
     )
 
 
