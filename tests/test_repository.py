@@ -1,4 +1,5 @@
-"""The repository agrees with itself: environments, dependency ranges, notebooks, hints, toc."""
+"""The repository agrees with itself: environments, dependency ranges, notebooks, hints, links,
+toc."""
 
 from __future__ import annotations
 
@@ -402,6 +403,48 @@ def test_the_bibliography_holds_the_cited_works_and_only_those():
     assert not uncited, f"in references.bib but cited nowhere: {uncited}"
     page = (ROOT / "book" / "bibliography.md").read_text(encoding="utf-8")
     assert ":all:" not in page, "the bibliography page must list the cited works only"
+
+
+# --------------------------------------------------------------------------- chapter links
+
+DOC_ROLE = re.compile(r"\{doc\}`(?:[^`<]*<([^>`]+)>|([^`<]+))`")
+
+
+def markdown_source(path: Path) -> str:
+    """The markdown cells of a notebook, joined."""
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    return "\n".join("".join(c.get("source", "")) for c in nb.get("cells", [])
+                     if c.get("cell_type") == "markdown")
+
+
+def chapter_links(text: str) -> list[str]:
+    """The chapters that MyST's `{doc}` roles point to, in order: `{doc}`chapter 3
+    </chapters/03_focal_loss>`` and `{doc}`/chapters/03_focal_loss`` give "03_focal_loss";
+    targets outside /chapters/ are left out."""
+    targets = [(titled or bare).strip() for titled, bare in DOC_ROLE.findall(text)]
+    return [t.removeprefix("/chapters/") for t in targets if t.startswith("/chapters/")]
+
+
+def test_chapter_links_read_titled_and_bare_doc_roles():
+    text = (
+        "as {doc}`chapter 3 </chapters/03_focal_loss>`'s loss and\n{doc}`/chapters/04_ghm_c`"
+        " show; chapters {doc}`6\n</chapters/06_iou_balanced_sampling>`-8, not"
+        " {doc}`notation </book/notation>`, {ref}`a </chapters/x>` or {cite}`a2019x`"
+    )
+    assert chapter_links(text) == ["03_focal_loss", "04_ghm_c", "06_iou_balanced_sampling"]
+    assert chapter_links("chapter 3, {doc}`notation </book/notation>`") == []
+
+
+@pytest.mark.parametrize("notebook", CHAPTERS, ids=[p.name for p in CHAPTERS])
+def test_every_chapter_links_another_chapter(notebook):
+    links = chapter_links(markdown_source(notebook))
+    missing = [t for t in links if not (ROOT / "chapters" / f"{t}.ipynb").is_file()]
+    assert not missing, (
+        f"{notebook.name}: {{doc}} targets with no chapters/<name>.ipynb: "
+        + ", ".join(f"/chapters/{t}" for t in missing)
+    )
+    assert notebook.stem not in links, f"{notebook.name} links to itself: /chapters/{notebook.stem}"
+    assert links, f"{notebook.name}: its markdown has no {{doc}} link to another chapter"
 
 
 # --------------------------------------------------------------------------- toc
