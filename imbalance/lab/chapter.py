@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from imbalance.lab.cache import CONFIGS, cached_run, fit_cached, use_cached_data
+from imbalance.lab.experiments import read_summary
 from imbalance.train import PRESETS, FitResult, TrainConfig, load_config
 
 SMOKE_ENV = "IMBALANCE_SMOKE"
@@ -94,3 +95,26 @@ def train_in_chapter(base: str, preset: str | None = None, overrides: Sequence[s
         config.run.progress = progress
     out = Path(out) if out is not None else chapter_run_dir(config, cache)
     return fit_cached(config, out)
+
+
+def live_run_notice(preset: str, results: str | os.PathLike) -> str:
+    """Markdown that a training chapter shows beside its live run: which preset trained it, and
+    that the comparisons come from the committed grid under ``results`` (its ``summary.json``:
+    preset, seeds, number of runs), not from the run on the page.
+
+    With the ``smoke`` preset (CI builds the book with ``IMBALANCE_SMOKE=1``) it says that the run
+    is a smoke run whose numbers mean nothing about the methods.
+    """
+    summary = read_summary(Path(results) / "summary.json")
+    grid = (f"the committed `{summary['grid']}` grid (`book/results/{Path(results).name}/`: "
+            f"{summary['provenance'].get('runs')} runs of the `{summary['preset']}` preset, "
+            f"seeds {', '.join(map(str, summary['seeds']))}, each with its command, commit, "
+            f"device and date)")
+    if preset == "smoke":
+        return (f"**A smoke run.** This page was built with `{SMOKE_ENV}=1`: the detector trained "
+                f"on it uses the `smoke` preset (the tiny benchmark, a few dozen steps) to show "
+                f"the pipeline at work, and its numbers say nothing about the methods. The "
+                f"comparisons on this page are read from {grid}. Build without `{SMOKE_ENV}` "
+                f"for the chapter's own `cpu` run.")
+    return (f"The detector trained on this page uses the `{preset}` preset. The comparisons on "
+            f"this page are read from {grid}, not from this run.")

@@ -16,6 +16,7 @@ from imbalance.lab.chapter import (
     chapter_config,
     chapter_preset,
     chapter_run_dir,
+    live_run_notice,
     train_in_chapter,
 )
 from tests.train.conftest import fast
@@ -121,3 +122,20 @@ def test_a_chapter_run_another_process_is_training_is_waited_for_not_refused(
     assert "waiting for the run another process is training" in capsys.readouterr().err
     with RunDir(out).lock(), pytest.raises(RunLockedError):  # no time to wait: refused
         fit_cached(config, out, wait_s=0.0)
+
+
+def test_the_live_run_notice_says_a_smoke_run_is_one_and_where_the_results_come_from(
+        tmp_path: Path) -> None:
+    grid = tmp_path / "retinanet"
+    grid.mkdir()
+    summary = {"grid": "retinanet", "preset": "protocol", "seeds": [0, 1, 2, 3, 4],
+               "schedules": [1.0], "lr_factors": [1.0], "metrics": ["AP"], "rows": {},
+               "missing": [], "provenance": {"runs": 55}}
+    (grid / "summary.json").write_text(json.dumps(summary))
+    smoke = live_run_notice("smoke", grid)
+    assert smoke.startswith("**A smoke run.**") and "IMBALANCE_SMOKE=1" in smoke
+    assert "55 runs of the `protocol` preset, seeds 0, 1, 2, 3, 4" in smoke
+    cpu = live_run_notice("cpu", grid)
+    assert "smoke" not in cpu and "`cpu` preset" in cpu and "not from this run" in cpu
+    with pytest.raises(FileNotFoundError):
+        live_run_notice("cpu", tmp_path / "nothing")
