@@ -447,6 +447,105 @@ def test_every_chapter_links_another_chapter(notebook):
     assert links, f"{notebook.name}: its markdown has no {{doc}} link to another chapter"
 
 
+# --------------------------------------------------------------------------- equations
+
+FENCE = re.compile(r"^\s*(`{3,}|~{3,})\s*(\S*)")
+CODE_DIRECTIVE = re.compile(r"\{(code|code-block|code-cell|sourcecode)\}")
+# A role (kept: {eq}`label` is one) or an inline code span (dropped), whichever starts first.
+ROLE_OR_CODE = re.compile(r"(\{[\w:-]+\})?(`+).*?(?<!`)\2(?!`)", re.S)
+DISPLAY_MATH = re.compile(r"\$\$(.*?)\$\$(?:[ \t]*\(([^()\s]+)\))?", re.S)
+EQ_ROLE = re.compile(r"\{eq\}`([^`]+)`")
+
+
+def without_code(text: str) -> str:
+    """Markdown without its code: fenced code blocks and inline code spans are dropped, while the
+    bodies of MyST directives (```{note}) stay, since they are markdown, and so do roles."""
+    kept, fences = [], []  # fences: the open ones, as (marker, holds code)
+    for line in text.splitlines():
+        fence = FENCE.match(line)
+        in_code = bool(fences) and fences[-1][1]
+        if fence:
+            marker, info = fence.groups()
+            closes = (bool(fences) and not info and marker[0] == fences[-1][0][0]
+                      and len(marker) >= len(fences[-1][0]))
+            if closes:
+                fences.pop()
+            elif not in_code:
+                code = not info.startswith("{") or bool(CODE_DIRECTIVE.match(info))
+                fences.append((marker, code))
+            continue
+        if not in_code:
+            kept.append(line)
+    return ROLE_OR_CODE.sub(lambda m: m.group(0) if m.group(1) else "", "\n".join(kept))
+
+
+def display_equations(text: str) -> list[tuple[str, str | None]]:
+    """(first characters, label or None) of each `$$ ... $$` block of markdown, outside code;
+    MyST labels a block by ` (label)` after its closing `$$`."""
+    return [(" ".join(body.split())[:40].rstrip(), label or None)
+            for body, label in DISPLAY_MATH.findall(without_code(text))]
+
+
+def equation_problems(chapters: dict[str, str], pages: dict[str, str] | None = None) -> list[str]:
+    """What keeps the book's display equations from being labelled, uniquely, and referenced:
+    `chapters` and `pages` map a name to its markdown; every equation of a chapter must carry a
+    label, a page's equations may go without. Labels are global, so uniqueness and {eq}
+    references are checked across both."""
+    problems, labels, referenced = [], {}, set()
+    for name, text in {**(pages or {}), **chapters}.items():
+        referenced |= set(EQ_ROLE.findall(without_code(text)))
+        for start, label in display_equations(text):
+            if label is None:
+                if name in chapters:
+                    problems.append(f"{name}: unlabelled equation $$ {start}")
+            elif label in labels:
+                problems.append(
+                    f"{name}: label ({label}) of $$ {start} is also used in {labels[label][0]}"
+                )
+            else:
+                labels[label] = (name, start)
+    problems += [f"{name}: ({label}) $$ {start} is never referenced with {{eq}}`{label}`"
+                 for label, (name, start) in labels.items() if label not in referenced]
+    problems += [f"{{eq}}`{label}` refers to no equation"
+                 for label in sorted(referenced - set(labels))]
+    return problems
+
+
+def test_equation_problems_find_unlabelled_and_unreferenced_equations():
+    text = (
+        "As {eq}`loss` shows, and {eq}`grad`,\n\n$$\nL = -\\log p\n$$ (loss)\n\n"
+        "$$ g = p - y $$\n\n$$\nw = 1\n$$ (weight)\n\n"
+        "```python\nprint('$$ x $$')\n```\n\nwith `$$ y $$` in code, and\n\n"
+        "```{note}\nsee {eq}`loss` and $$ z $$ (zed), `$$` again\n```\n\n"
+        "{eq}`zed`, then `` a`$$`b ``\n"
+    )
+    assert display_equations(text) == [
+        ("L = -\\log p", "loss"), ("g = p - y", None), ("w = 1", "weight"), ("z", "zed")
+    ]
+    assert equation_problems({"synthetic": text}) == [
+        "synthetic: unlabelled equation $$ g = p - y",
+        "synthetic: (weight) $$ w = 1 is never referenced with {eq}`weight`",
+        "{eq}`grad` refers to no equation",
+    ]
+    other = "$$\nL = 1\n$$ (loss)\n\n$$\nh = 0\n$$\n\n{eq}`weight`, {eq}`grad`"
+    assert equation_problems({"synthetic": text}, {"page": other}) == [
+        "synthetic: label (loss) of $$ L = -\\log p is also used in page",
+        "synthetic: unlabelled equation $$ g = p - y",
+        "{eq}`grad` refers to no equation",
+    ]
+
+
+def test_every_display_equation_is_labelled_and_referenced():
+    chapters = {path.name: markdown_source(path) for path in CHAPTERS}
+    pages = {path.name: path.read_text(encoding="utf-8")
+             for path in sorted((ROOT / "book").glob("*.md"))}
+    problems = equation_problems(chapters, pages)
+    assert not problems, (
+        "every display equation of a chapter needs a book-unique label, `$$ (label)`, and a "
+        "{eq}`label` reference:\n" + "\n".join(problems)
+    )
+
+
 # --------------------------------------------------------------------------- toc
 
 
