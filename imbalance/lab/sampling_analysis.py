@@ -58,6 +58,9 @@ class ScoredProposals(NamedTuple):
         loss (Tensor[R], float): second-stage softmax cross-entropy against ``labels``
             (background for negatives); NaN for ignored proposals.
         background_prob (Tensor[R], float): the classifier's softmax probability of background.
+        matched (Tensor[R], int64): the index of the gt box of ``max_overlaps`` (-1 for an image
+            without objects): the object a positive belongs to, which instance-balanced sampling
+            balances on.
     """
 
     boxes: Tensor
@@ -66,6 +69,7 @@ class ScoredProposals(NamedTuple):
     labels: Tensor
     loss: Tensor
     background_prob: Tensor
+    matched: Tensor
 
 
 @torch.no_grad()
@@ -100,7 +104,7 @@ def scored_proposals(model: nn.Module, dataset: CocoDetection, num_images: int =
         loss = F.cross_entropy(logits, labels.clamp(min=0), reduction="none")
         loss = loss.masked_fill(labels < 0, float("nan"))
         out.append(ScoredProposals(boxes, is_gt, max_overlaps, labels, loss,
-                                   logits.softmax(-1)[:, 0]))
+                                   logits.softmax(-1)[:, 0], matched))
     model.train(was_training)
     return out
 
@@ -250,3 +254,32 @@ def hard_recall(chosen: Sequence[Tensor], hard: Sequence[Tensor]) -> float:
                          f"{len(hard)}")
     return float(np.mean([np.isin(c.numpy(), h.numpy()).sum() / max(len(h), 1)
                           for c, h in zip(chosen, hard, strict=True)]))
+
+
+def positives_per_object(sampler: Sampler, matched: Tensor, positive_mask: Tensor,
+                         num_expected: int, draws: int, seed: int = 0) -> Tensor:
+    """How many positives ``sampler`` gives each object, on average over ``draws`` seeded draws.
+
+    Args:
+        sampler: a positive sampler, e.g. :class:`~imbalance.sampling.RandomSampler` or
+            :class:`~imbalance.sampling.InstanceBalancedPositiveSampler` (which balances on
+            ``matched``).
+        matched (Tensor[N], int64): each proposal's object (:class:`ScoredProposals`'s
+            ``matched``).
+        positive_mask (Tensor[N], bool): the positive proposals.
+        num_expected (int): the positives the RoI batch takes at most.
+        draws (int): number of draws (>= 1), all from one ``torch.Generator`` seeded ``seed``.
+
+    Returns:
+        Tensor[G], float64: the mean number of sampled positives of each object ``0..G-1``
+        (``G = matched.max() + 1``); they sum to ``min(num_expected, positive_mask.sum())``.
+    """
+    if draws < 1:
+        raise ValueError(f"draws must be >= 1, got {draws}")
+    num_objects = int(matched.max()) + 1 if matched.numel() else 0
+    gen = torch.Generator().manual_seed(seed)
+    total = torch.zeros(num_objects, dtype=torch.float64)
+    for _ in range(draws):
+        chosen = sampler.sample(matched, positive_mask, num_expected, generator=gen)
+        total += torch.bincount(matched[chosen], minlength=num_objects).double()
+    return total / draws

@@ -13,11 +13,17 @@ from imbalance.lab.sampling_analysis import (
     hardest,
     inclusion_frequency,
     mean_per_interval,
+    positives_per_object,
     scored_proposals,
 )
 from imbalance.lab.snapshot import rpn_proposals
 from imbalance.models import libra_rcnn
-from imbalance.sampling import IoUBalancedNegativeSampler, RandomSampler, iou_bin_counts
+from imbalance.sampling import (
+    InstanceBalancedPositiveSampler,
+    IoUBalancedNegativeSampler,
+    RandomSampler,
+    iou_bin_counts,
+)
 
 SMALL = {"fpn_channels": 16, "min_size": 96, "max_size": 96, "rpn_pre_nms_top_n_test": 200,
          "rpn_post_nms_top_n_test": 100}
@@ -159,3 +165,22 @@ def test_hard_recall_is_the_mean_share_of_the_hard_set_taken():
     assert hard_recall(hard, hard) == 1.0
     with pytest.raises(ValueError, match="one index tensor per image"):
         hard_recall(chosen[:1], hard)
+
+
+def test_positives_per_object_random_follows_coverage_instance_balanced_evens_it():
+    # one large object covered by 60 positives, three small ones by 5 each; 20 to take
+    matched = torch.tensor([0] * 60 + [1] * 5 + [2] * 5 + [3] * 5 + [0] * 10)
+    positive = torch.ones(85, dtype=torch.bool)
+    positive[75:] = False  # the last ten are negatives near object 0
+    rnd = positives_per_object(RandomSampler(), matched, positive, 20, draws=400)
+    ib = positives_per_object(InstanceBalancedPositiveSampler(), matched, positive, 20,
+                              draws=400)
+    assert rnd.sum() == pytest.approx(20) and ib.sum() == pytest.approx(20)
+    assert rnd[0] == pytest.approx(20 * 60 / 75, abs=0.5)  # in proportion to coverage
+    # the cap is round(20 / 4) + 1 = 6 per object: the small objects keep all 5, the large 6 +
+    # nothing to top up (6 + 15 = 21 > 20, so one is dropped at random)
+    assert ib[0] < 7 and bool((ib[1:] > 4.5).all())
+    assert torch.equal(positives_per_object(RandomSampler(), matched, positive, 20, 3, seed=1),
+                       positives_per_object(RandomSampler(), matched, positive, 20, 3, seed=1))
+    with pytest.raises(ValueError, match="draws"):
+        positives_per_object(RandomSampler(), matched, positive, 20, draws=0)
