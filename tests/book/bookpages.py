@@ -265,6 +265,40 @@ def figure_problems(html: str, page: Path) -> list[str]:
     return problems
 
 
+def caption_text(figure: Tag) -> str:
+    """The caption of a ``<figure>`` as a reader reads it: its ``<figcaption>`` without the
+    number (``Fig. 3``) and the permalink sign; empty when it has none."""
+    figcaption = figure.find("figcaption")
+    if figcaption is None:
+        return ""
+    copy = parse(str(figcaption))
+    for element in copy.select(".caption-number, a.headerlink"):
+        element.decompose()
+    return normalize(copy.get_text(" "))
+
+
+def caption_problems(html: str) -> list[str]:
+    """Cell output images that are not a captioned, numbered figure: an ``<img>`` of a cell
+    output must sit in a ``<figure>`` (inside the output) whose ``<figcaption>`` has text and a
+    number (``<span class="caption-number">Fig. N</span>``, from MyST-NB's ``mystnb.figure``
+    cell metadata with Sphinx's ``numfig``)."""
+    soup = parse(html)
+    problems = []
+    for i, output in enumerate(cell_outputs(soup)):
+        for img in output.find_all("img"):
+            src = str(img.get("src") or "")[:80]
+            figure = img.find_parent("figure")
+            if figure is None or not any(parent is output for parent in figure.parents):
+                problems.append(f"output {i}: an image outside a <figure>: {src!r}")
+            elif figure.find("figcaption") is None:
+                problems.append(f"output {i}: a figure without a <figcaption>: {src!r}")
+            elif not caption_text(figure):
+                problems.append(f"output {i}: a figure with an empty caption: {src!r}")
+            elif figure.select_one("figcaption .caption-number") is None:
+                problems.append(f"output {i}: a figure without a number: {src!r}")
+    return problems
+
+
 def has_math(html: str) -> bool:
     """Whether a page holds math for MathJax (Sphinx's ``math`` spans and divs)."""
     return bool(parse(html).select(".math"))

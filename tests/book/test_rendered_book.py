@@ -1,5 +1,5 @@
-"""The built book as a reader gets it: outputs without errors, figures, working links, math
-that needs no CDN, and the pages in toc order.
+"""The built book as a reader gets it: outputs without errors, figures with numbered captions,
+working links, math that needs no CDN, and the pages in toc order.
 
 The first half checks the checkers on small crafted pages (each must pass a good page and flag a
 bad one); the second half runs them on ``_build/html``, built first if missing (conftest.py).
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from bookpages import (
     IdCache,
+    caption_problems,
     chapter_entries,
     figure_problems,
     has_math,
@@ -124,6 +125,44 @@ def test_figure_problems(tmp_path):
     write(tmp_path / "_images" / "empty.png", "")
     empty = page(cell('<img src="../_images/empty.png" />'))
     assert any("empty.png" in p for p in figure_problems(empty, chapter))
+
+
+def figure(image: str, caption: str = "The loss against $p_t$.", number: str = "Fig. 3 ",
+           name: str = "fig-loss") -> str:
+    """An output image as MyST-NB renders a cell with ``mystnb.figure`` metadata."""
+    number_span = f'<span class="caption-number">{number}</span>' if number else ""
+    return (f'<figure class="align-default" id="{name}">{image}'
+            f"<figcaption><p>{number_span}"
+            f'<span class="caption-text">{caption}</span>'
+            f'<a class="headerlink" href="#{name}" title="Link to this image">#</a></p>'
+            "</figcaption></figure>")
+
+
+def test_caption_problems_pass_captioned_figures():
+    image = '<img alt="../_images/a.png" src="../_images/a.png" />'
+    good = page("<p>Prose with <img src='logo.png' /> outside any cell.</p>"
+                + cell(figure(image)) + cell(stream("no image here"))
+                + cell('<figure class="align-default" id="fig-b"><img src="../_images/b.png" />'
+                       '<figcaption><p><span class="caption-number">Fig. 4 </span>'
+                       '<span class="caption-text">Two <em>series</em>.</span></p>'
+                       "</figcaption></figure>"))
+    assert caption_problems(good) == []
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    (cell('<img alt="_images/a.png" src="../_images/a.png" />'), "outside a <figure>"),
+    (cell('<figure class="align-default"><img src="../_images/a.png" /></figure>'),
+     "without a <figcaption>"),
+    (cell(figure('<img src="../_images/a.png" />', caption="")), "empty caption"),
+    (cell(figure('<img src="../_images/a.png" />', caption=" ")), "empty caption"),
+    (cell(figure('<img src="../_images/a.png" />', number="")), "without a number"),
+    ('<figure><figcaption><p>A caption around the cell</p></figcaption>'
+     + cell('<img src="../_images/a.png" />') + "</figure>", "outside a <figure>"),
+])
+def test_caption_problems_flag_bare_output_images(body, expected):
+    captioned = cell(figure('<img src="../_images/b.png" />'))
+    problems = caption_problems(page(captioned + body))
+    assert len(problems) == 1 and expected in problems[0], problems
 
 
 def test_link_problems(tmp_path):
@@ -268,6 +307,11 @@ def test_chapter_outputs_show_no_errors(entry, html_root):
 def test_chapter_shows_a_figure(entry, html_root):
     path = page_path(entry, html_root)
     assert_none(figure_problems(read(path), path), entry)
+
+
+@pytest.mark.parametrize("entry", CHAPTERS)
+def test_chapter_figures_have_captions(entry, html_root):
+    assert_none(caption_problems(read(page_path(entry, html_root))), entry)
 
 
 @pytest.mark.parametrize("entry", CHAPTERS)
