@@ -52,7 +52,7 @@ import yaml
 from imbalance.evaluation import METRICS
 from imbalance.files import read_jsonl, write_atomic, write_json_atomic, write_text_atomic
 from imbalance.lab.cache import CONFIGS
-from imbalance.lab.statistics import mean_interval, verdict, welch_interval
+from imbalance.lab.statistics import point_interval, verdict, welch_interval
 from imbalance.models.backbones import file_sha256
 from imbalance.train import PRESETS, TrainConfig, fit, load_config
 from imbalance.train.config import config_differences
@@ -223,9 +223,18 @@ def _check(grid: str, preset: str, seeds: Sequence[int], configs: Path) -> list[
 KEPT_FILES: tuple[str, ...] = ("config.yaml", "metrics.jsonl", "final.json")
 
 
-def kept_run(results: str | os.PathLike, experiment: Experiment, seed: int) -> Path:
-    """Where a grid keeps the files of one finished run: ``results/runs/<slug>/seed<k>``."""
-    return Path(results) / "runs" / experiment.slug / f"seed{seed}"
+def kept_run(results: str | os.PathLike, experiment: Experiment | str, seed: int) -> Path:
+    """Where a grid keeps the files of one finished run: ``results/runs/<slug>/seed<k>``, for an
+    experiment or a configuration's name in a summary (e.g. ``"FL + SL1 [lr 2x]"``)."""
+    slug = experiment.slug if isinstance(experiment, Experiment) else _slug(experiment)
+    return Path(results) / "runs" / slug / f"seed{seed}"
+
+
+def read_final(run: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``final.json`` of a (kept) run folder, or ``None`` when the run has none (it did not
+    finish)."""
+    path = Path(run) / "final.json"
+    return _read_json(path) if path.is_file() else None
 
 
 def keep_run(source: str | os.PathLike, target: str | os.PathLike) -> Path:
@@ -518,11 +527,7 @@ def ladder(summary: dict[str, Any], metric: str = "AP", level: float = 0.95
         if not values:
             continue
         family = row.get("configuration", name.split(" [", 1)[0])
-        if len(values) > 1:
-            point = mean_interval(values, level)
-        else:
-            point = (values[0], values[0], values[0])
-        out.setdefault(family, {})[float(row.get("schedule", 1.0))] = point
+        out.setdefault(family, {})[float(row.get("schedule", 1.0))] = point_interval(values, level)
     return {k: dict(sorted(v.items())) for k, v in out.items()}
 
 
@@ -532,18 +537,17 @@ def learning_curves(results: str | os.PathLike, name: str, metric: str = "AP",
     2x]"``) from the evaluations its kept runs logged (``run.eval_every``): step → (mean, low,
     high) of ``metric`` over the seeds evaluated at that step, the t-interval of the mean at
     ``level`` (low = high = mean for one seed)."""
-    slug = _slug(name)
-    runs = sorted((Path(results) / "runs" / slug).glob("seed*/metrics.jsonl"))
+    folder = kept_run(results, name, 0).parent
+    runs = sorted(folder.glob("seed*/metrics.jsonl"))
     if not runs:
-        raise FileNotFoundError(f"no kept runs of {name!r} under {Path(results) / 'runs' / slug}")
+        raise FileNotFoundError(f"no kept runs of {name!r} under {folder}")
     by_step: dict[int, list[float]] = {}
     for path in runs:
         for record in read_jsonl(path):
             value = record.get(metric) if "eval" in record else None
             if value is not None and math.isfinite(value):
                 by_step.setdefault(int(record["step"]), []).append(float(value))
-    return {step: (mean_interval(v, level) if len(v) > 1 else (v[0], v[0], v[0]))
-            for step, v in sorted(by_step.items())}
+    return {step: point_interval(v, level) for step, v in sorted(by_step.items())}
 
 
 def describe_provenance(summary: dict[str, Any]) -> str:

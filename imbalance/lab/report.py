@@ -16,7 +16,6 @@ in the ladder, Welch's on differences; with one seed there is no interval.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from collections.abc import Mapping, Sequence
@@ -27,8 +26,8 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from imbalance.files import read_jsonl, write_text_atomic
-from imbalance.lab.experiments import _slug, read_summary
-from imbalance.lab.statistics import mean_interval, welch_interval
+from imbalance.lab.experiments import kept_run, read_final, read_summary
+from imbalance.lab.statistics import mean_interval, point_interval, welch_interval
 from imbalance.plotting import plot_intervals
 
 BEGIN = "<!-- report: begin (python -m imbalance.lab.report) -->"
@@ -51,8 +50,7 @@ class Results:
 
     def runs(self, name: str) -> list[Path]:
         """The kept run folders of row ``name`` (``<folder>/runs/<slug>/seed<k>``)."""
-        base = self.folders[name] / "runs" / _slug(name)
-        return [base / f"seed{s}" for s in self.rows[name]["seeds"]]
+        return [kept_run(self.folders[name], name, s) for s in self.rows[name]["seeds"]]
 
 
 def collect(folders: Sequence[str | Path]) -> Results:
@@ -191,11 +189,9 @@ def wall_times(results: Results) -> dict[str, dict[float, list[float]]]:
     for name, row in results.rows.items():
         times = []
         for run in results.runs(name):
-            path = run / "final.json"
-            if path.exists():
-                t = json.loads(path.read_text()).get("wall_time_s")
-                if t is not None:
-                    times.append(float(t))
+            t = (read_final(run) or {}).get("wall_time_s")
+            if t is not None:
+                times.append(float(t))
         out.setdefault(_label(row), {})[float(row.get("schedule", 1.0))] = times
     return out
 
@@ -258,7 +254,7 @@ def plot_ladder(results: Results, path: str | Path, metric: str = "AP") -> Path:
         line: list[tuple[float, float, float] | None] = []
         for s in schedules:
             v = per.get(s, [])
-            line.append(None if not v else mean_interval(v) if len(v) > 1 else (v[0],) * 3)
+            line.append(point_interval(v) if v else None)
         series[label] = line
     fig = Figure(figsize=(7, 4.5))  # off pyplot: no window, no global state
     ax = fig.subplots()

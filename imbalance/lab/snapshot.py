@@ -7,7 +7,8 @@ one for a short while: a :func:`imbalance.train.fit` run with the ``brief`` pres
 benchmark, 150 steps, about a minute on a CPU core), kept in the lab's cache
 (:func:`imbalance.lab.cache.cache_dir`) and read back by every chapter that asks for the same
 settings. :func:`dense_outputs` then collects the per-anchor outputs of a RetinaNet over a few
-images, :func:`rpn_forward` the first stage of a two-stage detector.
+images, :func:`rpn_forward` the first stage of a two-stage detector and :func:`roi_regression`
+its second stage's box regression on the RoIs it trains on.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 
 from imbalance.data import CocoDetection, collate
 from imbalance.lab.cache import cached_run, fit_cached, use_cached_data
+from imbalance.models.libra_rcnn import proposal_ious
 from imbalance.train import TrainConfig, fit, load_config
 from imbalance.train.config import ModelConfig
 from imbalance.train.metrics import loss_terms
@@ -32,6 +34,8 @@ from imbalance.train.metrics import loss_terms
 CHAPTER_SNAPSHOTS: tuple[dict[str, Any], ...] = (
     {"model": "libra_rcnn"},  # the longest first: two runs side by side finish together
     {"model": "retinanet"},
+    # chapter 8: a Faster R-CNN baseline, the second stage's smooth L1 with beta 1
+    {"model": "libra_rcnn", "iou_balanced": False, "bfp": False, "balanced_l1": False},
     # chapter 1: the first iterations of plain cross-entropy with and without the prior
     {"model": "retinanet", "iterations": 20, "cls_loss": "ce", "prior_prob": None},
     {"model": "retinanet", "iterations": 20, "cls_loss": "ce", "prior_prob": 0.01},
@@ -214,3 +218,56 @@ def rpn_forward(model: nn.Module, dataset: CocoDetection, num_images: int = 8
     finally:
         model.train(was_training)
     return out
+
+
+class RoIRegression(NamedTuple):
+    """A two-stage detector's box regression on the positive RoIs its second stage trains on.
+
+    Attributes:
+        deltas (Tensor[P, 4]): the predicted offsets of each positive RoI for its ground-truth
+            class, in the second stage's box-coder units (torchvision's weights (10, 10, 5, 5)).
+        targets (Tensor[P, 4]): the target offsets, the same box coder's encoding of the RoI's
+            ground-truth box.
+        ious (Tensor[P]): each RoI's IoU with that box (1 for the ground-truth boxes that
+            training adds to the proposals).
+        per_image (Tensor[I], int64): how many of the P RoIs come from each image.
+    """
+
+    deltas: Tensor
+    targets: Tensor
+    ious: Tensor
+    per_image: Tensor
+
+
+@torch.no_grad()
+def roi_regression(model: nn.Module, dataset: CocoDetection, num_images: int = 8,
+                   seed: int = 0) -> RoIRegression:
+    """The second stage's regression on the positive RoIs of the first ``num_images``.
+
+    Per image: the RPN's proposals (:func:`rpn_forward`), then the model's own
+    ``roi_heads.select_training_samples`` (ground-truth boxes added, RoIs sampled as in
+    training, with the random draws seeded by ``seed``), then the box head on the positives.
+    These are the examples, and the units, of the second stage's box loss. The model's mode and
+    the global random state are left as they were.
+    """
+    heads = getattr(model, "roi_heads", None)
+    if heads is None or not hasattr(heads, "select_training_samples"):
+        raise TypeError("roi_regression needs a two-stage model such as "
+                        "imbalance.models.libra_rcnn")
+    parts: dict[str, list[Tensor]] = {f: [] for f in RoIRegression._fields}
+    first_stage = rpn_forward(model, dataset, num_images)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for images, target, features, proposals in first_stage:
+            rois, _, labels, targets = heads.select_training_samples([proposals], [target])
+            pos = labels[0] > 0
+            rois, labels, targets = rois[0][pos], labels[0][pos], targets[0][pos]
+            box_features = heads.box_head(heads.box_roi_pool(features, [rois],
+                                                             images.image_sizes))
+            _, regression = heads.box_predictor(box_features)
+            rows = torch.arange(rois.shape[0])
+            parts["deltas"].append(regression.reshape(rois.shape[0], -1, 4)[rows, labels])
+            parts["targets"].append(targets)
+            parts["ious"].append(proposal_ious(rois, target["boxes"].to(rois.dtype))[0])
+            parts["per_image"].append(torch.tensor([rois.shape[0]]))
+    return RoIRegression(*(torch.cat(parts[f]) for f in RoIRegression._fields))

@@ -18,8 +18,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["WelchInterval", "mean_interval", "student_t_cdf", "student_t_quantile", "verdict",
-           "welch_interval"]
+__all__ = ["WelchInterval", "mean_interval", "point_interval", "student_t_cdf",
+           "student_t_quantile", "verdict", "welch_interval"]
 
 
 def verdict(low: float, high: float) -> str:
@@ -134,6 +134,17 @@ def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, 
     mean, var = _mean_var(values)
     half = student_t_quantile(0.5 + level / 2.0, len(values) - 1) * math.sqrt(var / len(values))
     return mean, mean - half, mean + half
+
+
+def point_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """:func:`mean_interval` of two or more values; ``(v, v, v)`` for a single value ``v`` (a
+    point without an interval, as tables and plots of seeds show one seed)."""
+    values = [float(v) for v in values]
+    if len(values) == 1:
+        if not math.isfinite(values[0]):
+            raise ValueError(f"the value must be finite, got {values[0]}")
+        return values[0], values[0], values[0]
+    return mean_interval(values, level)
 
 
 def welch_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> WelchInterval:

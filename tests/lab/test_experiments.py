@@ -294,3 +294,15 @@ def test_a_kept_run_made_with_other_pretrained_weights_is_another_run(tmp_path):
     (run / "final.json").write_text(json.dumps({"pretrained_sha256": "0" * 64}))
     assert experiments._differences(run, config) == [
         "model.pretrained (the weight file has changed)"]
+
+
+def test_kept_run_takes_an_experiment_or_a_summary_name(tmp_path):
+    experiment = experiments.Experiment("FL + SL1 [lr 2x]", "retinanet_focal")
+    assert (experiments.kept_run(tmp_path, experiment, 3)
+            == experiments.kept_run(tmp_path, "FL + SL1 [lr 2x]", 3)
+            == tmp_path / "runs" / "fl_sl1_lr_2x" / "seed3")
+    run = experiments.kept_run(tmp_path, experiment, 0)
+    assert experiments.read_final(run) is None  # not finished
+    run.mkdir(parents=True)
+    (run / "final.json").write_text('{"wall_time_s": 12.5}')
+    assert experiments.read_final(run) == {"wall_time_s": 12.5}

@@ -86,6 +86,42 @@ def test_rpn_proposals_are_in_the_ground_truth_frame():
                                                         **SMALL).model, data)
 
 
+def test_roi_regression_gives_the_second_stages_positive_rois():
+    snap = snapshot.briefly_trained("libra_rcnn", iterations=0, progress=False,
+                                    rpn_post_nms_top_n_test=50, **SMALL)
+    data = CocoDetection(snap.data_root, "val")
+    state = torch.random.get_rng_state()
+    out = snapshot.roi_regression(snap.model, data, num_images=3)
+    assert torch.equal(torch.random.get_rng_state(), state) and not snap.model.training
+    assert out.per_image.shape == (3,) and int(out.per_image.sum()) == out.deltas.shape[0]
+    assert out.deltas.shape == out.targets.shape == (out.ious.shape[0], 4)
+    # every positive overlaps its box by the second stage's threshold; the gt boxes are added
+    assert (out.ious >= snap.model.roi_heads.proposal_matcher.high_threshold - 1e-6).all()
+    gt = sum(data.target(i)["boxes"].shape[0] for i in range(3))
+    assert int((out.ious > 1 - 1e-6).sum()) >= gt
+    # a gt box's target is zero in every coordinate
+    torch.testing.assert_close(out.targets[out.ious > 1 - 1e-6].abs().max(), torch.tensor(0.0))
+    # sampling is seeded, so the same call gives the same RoIs
+    again = snapshot.roi_regression(snap.model, data, num_images=3)
+    assert torch.equal(again.deltas, out.deltas) and torch.equal(again.targets, out.targets)
+    # the deltas are the predictor's for the RoI's own class: a hand forward of the first image
+    images, target, features, proposals = snapshot.rpn_forward(snap.model, data, 1)[0]
+    heads = snap.model.roi_heads
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        rois, _, labels, _ = heads.select_training_samples([proposals], [target])
+    pos = labels[0] > 0
+    with torch.no_grad():
+        _, reg = heads.box_predictor(heads.box_head(heads.box_roi_pool(
+            features, [rois[0][pos]], images.image_sizes)))
+    reg = reg.reshape(int(pos.sum()), -1, 4)
+    expected = reg[torch.arange(reg.shape[0]), labels[0][pos]]
+    torch.testing.assert_close(out.deltas[: int(out.per_image[0])], expected)
+    with pytest.raises(TypeError, match="two-stage"):
+        snapshot.roi_regression(snapshot.briefly_trained(iterations=0, progress=False,
+                                                         **SMALL).model, data)
+
+
 def test_an_unreadable_cache_is_trained_again():
     first = snapshot.briefly_trained(iterations=1, progress=False, **SMALL)
     last = first.out / "checkpoints" / "last.pt"

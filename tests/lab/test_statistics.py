@@ -6,7 +6,13 @@ import math
 
 import pytest
 
-from imbalance.lab.statistics import student_t_cdf, student_t_quantile, welch_interval
+from imbalance.lab.statistics import (
+    mean_interval,
+    point_interval,
+    student_t_cdf,
+    student_t_quantile,
+    welch_interval,
+)
 
 # t_{0.975, df} from a printed table
 TABLE = {1: 12.7062, 2: 4.3027, 3: 3.1824, 4: 2.7764, 5: 2.5706, 10: 2.2281, 30: 2.0423}
@@ -56,7 +62,6 @@ def test_bad_input_raises():
 
 
 def test_mean_interval_by_hand():
-    from imbalance.lab.statistics import mean_interval
 
     values = [0.50, 0.52, 0.55]
     mean = sum(values) / 3
@@ -67,3 +72,13 @@ def test_mean_interval_by_hand():
     assert m - low == pytest.approx(high - m)
     with pytest.raises(ValueError, match="two finite"):
         mean_interval([0.5])
+
+
+def test_point_interval_is_the_mean_interval_or_a_lone_point() -> None:
+    values = [0.30, 0.34, 0.35]
+    assert point_interval(values) == mean_interval(values)
+    assert point_interval([0.4]) == (0.4, 0.4, 0.4)
+    with pytest.raises(ValueError, match="finite"):
+        point_interval([float("nan")])
+    with pytest.raises(ValueError):
+        point_interval([])
