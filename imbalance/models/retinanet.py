@@ -8,6 +8,8 @@ box's best anchors), the box coder, the image transform and the post-processing.
   (``l1``, ``smooth_l1``, ``asl1``, ``ghm_r``, ``balanced_l1``, ``giou``), applied by
   :class:`RetinaNetHead` to the anchors of the whole batch (GHM per pyramid level by default,
   see below);
+* online hard example mining (``ohem``, :mod:`imbalance.ohem`), the Focal Loss paper's
+  baseline: the classification loss on each image's hard minibatch only;
 * the classifier has K outputs (one sigmoid per object class, as in the paper) rather than
   torchvision's K + 1, and detections are labelled 1..K;
 * the backbone is trained from scratch (:func:`~imbalance.models.backbones.resnet_fpn`), and the
@@ -65,6 +67,7 @@ from imbalance.losses.ghm import GHMC_TOP_EDGE, bin_index, harmonising_weights
 from imbalance.losses.ghm_r import GHMR_TOP_EDGE, ghm_r_gradient_norm
 from imbalance.models.backbones import norm_layer, resnet_fpn
 from imbalance.models.loss_defaults import signature_defaults
+from imbalance.ohem import OHEM
 
 CLS_LOSSES: tuple[str, ...] = ("ce", "alpha_ce", "focal", "ghm_c")
 BOX_LOSSES: tuple[str, ...] = ("l1", "smooth_l1", "asl1", "ghm_r", "balanced_l1", "giou")
@@ -174,6 +177,20 @@ class ClassificationLoss(nn.Module):
         self.ghm = (GHMC(int(self.options["bins"]), float(self.options["momentum"]))
                     if name == "ghm_c" else None)
         self.stats = GHMStats()
+
+    def elementwise(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """The loss of every element, without ``loss_weight`` or normalisation (``Tensor`` of the
+        logits' shape): what online hard example mining ranks anchors by. Not for ``ghm_c``,
+        whose weights depend on the whole batch."""
+        o = self.options
+        if self.name == "ce":
+            return binary_cross_entropy(logits, targets, reduction="none")
+        if self.name == "alpha_ce":
+            return alpha_balanced_bce(logits, targets, alpha=o["alpha"], reduction="none")
+        if self.name == "focal":
+            return sigmoid_focal_loss(logits, targets, alpha=o["alpha"], gamma=o["gamma"],
+                                      reduction="none")
+        raise ValueError(f"{self.name!r} has no element-wise loss")
 
     def forward(self, logits: Tensor, targets: Tensor, num_pos: Tensor) -> Tensor:
         o = self.options
@@ -332,6 +349,11 @@ class RetinaNetHead(tv_retinanet.RetinaNetHead):
         ghm_scope: ``"level"`` calls a GHM loss once per pyramid level and sums the levels (the
             authors' wiring), ``"batch"`` once over the whole batch; see the module docstring.
             The other losses do not depend on it.
+        ohem: online hard example mining (:class:`~imbalance.ohem.OHEM`): the classification
+            loss sees only each image's hard minibatch, ranked by :meth:`ClassificationLoss.
+            elementwise` summed over the K outputs, and is normalised by the positives in it
+            (at least 1); the box loss is unchanged. ``None`` (default): every valid anchor.
+            Not with ``ghm_c``.
 
     ``forward`` records ``level_sizes``, the number of anchors of each level (locations times
     anchors per location, finest first), which the per-level losses split the anchors by.
@@ -342,9 +364,11 @@ class RetinaNetHead(tv_retinanet.RetinaNetHead):
     def __init__(self, in_channels: int, num_anchors: int, num_classes: int,
                  cls_loss: ClassificationLoss, box_loss: BoxLoss, *,
                  prior_prob: float | None = 0.01, norm: str | None = "gn",
-                 ghm_scope: str = "level") -> None:
+                 ghm_scope: str = "level", ohem: OHEM | None = None) -> None:
         if ghm_scope not in GHM_SCOPES:
             raise ValueError(f"unknown ghm_scope {ghm_scope!r}; expected one of {GHM_SCOPES}")
+        if ohem is not None and cls_loss.ghm is not None:
+            raise ValueError("OHEM ranks anchors by an element-wise loss; GHM-C has none")
         layer = None if norm is None else norm_layer(norm, math.gcd(32, in_channels))
         super().__init__(in_channels, num_anchors, num_classes, norm_layer=layer)
         logits = self.classification_head.cls_logits
@@ -358,6 +382,7 @@ class RetinaNetHead(tv_retinanet.RetinaNetHead):
         self.cls_loss = cls_loss
         self.box_loss = box_loss
         self.ghm_scope = ghm_scope
+        self.ohem = ohem
         self.num_anchors = num_anchors
         self.level_sizes = ()
 
@@ -376,13 +401,31 @@ class RetinaNetHead(tv_retinanet.RetinaNetHead):
         sizes = torch.tensor(self.level_sizes, device=device)
         return torch.repeat_interleave(torch.arange(len(sizes), device=device), sizes)
 
+    @torch.no_grad()
+    def hard_example_mask(self, cls_logits: Tensor, t: AnchorTargets,
+                          anchors: list[Tensor]) -> Tensor:
+        """The anchors OHEM keeps (Tensor[B, A], bool): per image, :meth:`OHEM.select` over the
+        valid anchors, ranked by their loss summed over the K outputs."""
+        if self.ohem is None:
+            raise RuntimeError("this head has no OHEM settings")
+        loss = self.cls_loss.elementwise(cls_logits.detach(), t.cls_targets).sum(-1)
+        mask = torch.zeros_like(t.valid)
+        for i, boxes in enumerate(anchors):
+            mask[i, self.ohem.select(loss[i], boxes, t.valid[i], t.positive[i])] = True
+        return mask
+
     def compute_loss(self, targets: list[dict[str, Tensor]], head_outputs: dict[str, Tensor],
                      anchors: list[Tensor], matched_idxs: list[Tensor]) -> dict[str, Tensor]:
         t = anchor_targets(targets, anchors, matched_idxs, self.num_classes)
         num_pos = _mean_over_processes(t.positive.sum().to(head_outputs["cls_logits"].dtype))
         num_pos = num_pos.clamp(min=1)
-        logits = head_outputs["cls_logits"][t.valid]
-        cls_targets = t.cls_targets[t.valid]
+        cls_mask, cls_num_pos = t.valid, num_pos
+        if self.ohem is not None:
+            cls_mask = self.hard_example_mask(head_outputs["cls_logits"], t, anchors)
+            cls_num_pos = _mean_over_processes(
+                (cls_mask & t.positive).sum().to(num_pos.dtype)).clamp(min=1)
+        logits = head_outputs["cls_logits"][cls_mask]
+        cls_targets = t.cls_targets[cls_mask]
         deltas = head_outputs["bbox_regression"][t.positive]
         box_coder = self.regression_head.box_coder
         per_level = self.ghm_scope == "level"
@@ -397,7 +440,7 @@ class RetinaNetHead(tv_retinanet.RetinaNetHead):
             cls = sum(self.cls_loss(logits[cls_level == k], cls_targets[cls_level == k], num_pos)
                       for k in range(len(self.level_sizes)))
         else:
-            cls = self.cls_loss(logits, cls_targets, num_pos)
+            cls = self.cls_loss(logits, cls_targets, cls_num_pos)
         if per_level and self.box_loss.ghm is not None:
             box = sum(self.box_loss(deltas[box_level == k], t.anchors[box_level == k],
                                     t.gt_boxes[box_level == k], box_coder, num_pos)
@@ -500,6 +543,7 @@ def retinanet(
     min_size: int = 512,
     max_size: int = 512,
     ghm_scope: str = "level",
+    ohem: Mapping[str, Any] | OHEM | None = None,
     backbone_width: int = 64,
     pretrained: str | None = None,
     frozen_stages: int = 0,
@@ -526,6 +570,10 @@ def retinanet(
         ghm_scope: ``"level"`` (the authors' wiring: a GHM loss per pyramid level, one shared
             EMA, the levels summed) or ``"batch"`` (one call over the whole batch); see
             :class:`RetinaNetHead`.
+        ohem: online hard example mining of the classification loss, the Focal Loss paper's
+            baseline: :class:`~imbalance.ohem.OHEM` settings (``batch_size``,
+            ``nms_threshold``, ``neg_pos_ratio``), ``{}`` for its defaults; ``None`` (default)
+            trains on every valid anchor.
         backbone_width, pretrained, frozen_stages: the ResNet's width, a weight file of
             :mod:`imbalance.train.pretrain` and the stages frozen (``width``, ``weights`` and
             ``frozen_stages`` of :func:`~imbalance.models.backbones.resnet_fpn`).
@@ -544,8 +592,10 @@ def retinanet(
                       extra=extra, width=backbone_width, weights=pretrained,
                       frozen_stages=frozen_stages)
     generator = anchors.generator()
+    if ohem is not None and not isinstance(ohem, OHEM):
+        ohem = OHEM(**dict(ohem))
     head = RetinaNetHead(fpn_channels, generator.num_anchors_per_location()[0], num_classes,
                          cls_module, box_module, prior_prob=prior_prob, norm=head_norm,
-                         ghm_scope=ghm_scope)
+                         ghm_scope=ghm_scope, ohem=ohem)
     return RetinaNet(body, num_classes, min_size=min_size, max_size=max_size,
                      anchor_generator=generator, head=head, **kwargs)
