@@ -6,9 +6,13 @@ the cross-entropy loss, per image:
 
 1. score every anchor by its classification loss (summed over the K sigmoid outputs);
 2. non-maximum suppression among the anchors, the loss as the score, so that neighbouring anchors
-   whose losses are correlated do not fill the minibatch (the paper's threshold: 0.7);
+   whose losses are correlated do not fill the minibatch;
 3. the minibatch is the ``batch_size`` highest-loss survivors; optionally (the variant of SSD)
    at most one positive per ``neg_pos_ratio`` negatives, to keep positives in it.
+
+The paper tunes the batch size (128, 256, 512 per image) and the NMS threshold (0.5, 0.7); its
+best OHEM, which the focal loss beats by 3.2 AP (its Table 1d), has 128, 0.5 and no ratio: the
+defaults here.
 
 The classification loss is then computed on the minibatch only; the box loss is unchanged (every
 positive anchor). Unlike the focal loss, which down-weights easy examples, OHEM discards every
@@ -32,7 +36,7 @@ __all__ = ["OHEM", "hard_examples"]
 
 
 def hard_examples(loss: Tensor, boxes: Tensor, candidate_mask: Tensor, positive: Tensor,
-                  batch_size: int, nms_threshold: float | None = 0.7,
+                  batch_size: int, nms_threshold: float | None = 0.5,
                   neg_pos_ratio: float | None = None) -> Tensor:
     """OHEM's minibatch of one image: the highest-loss candidates after NMS.
 
@@ -89,12 +93,12 @@ def _check(batch_size: int, nms_threshold: float | None, neg_pos_ratio: float | 
 class OHEM:
     """The settings of online hard example mining (:func:`hard_examples`), per image.
 
-    The defaults are the Focal Loss paper's plain OHEM: a minibatch of 128 anchors per image,
-    NMS at 0.7, no positive:negative ratio (its "OHEM 1:3" is ``neg_pos_ratio=3``).
+    The defaults are the Focal Loss paper's best OHEM: a minibatch of 128 anchors per image, NMS
+    at 0.5, no positive:negative ratio (its "OHEM 1:3" is ``neg_pos_ratio=3``).
     """
 
     batch_size: int = 128
-    nms_threshold: float | None = 0.7
+    nms_threshold: float | None = 0.5
     neg_pos_ratio: float | None = None
 
     def __post_init__(self) -> None:

@@ -35,7 +35,7 @@ def test_nms_keeps_the_higher_loss_of_two_overlapping_examples():
     loss = torch.tensor([1.0, 3.0, 0.5])
     no = torch.zeros(3, dtype=torch.bool)
     assert box_iou(boxes[:1], boxes[1:2]).item() > 0.7
-    assert hard_examples(loss, boxes, ~no, no, 2).tolist() == [1, 2]
+    assert hard_examples(loss, boxes, ~no, no, 2, nms_threshold=0.7).tolist() == [1, 2]
     assert hard_examples(loss, boxes, ~no, no, 2, nms_threshold=None).tolist() == [0, 1]
 
 
@@ -109,7 +109,7 @@ def test_retinanet_with_ohem_trains_on_the_hard_minibatch_only():
     # the box loss does not change
     torch.testing.assert_close(mined_losses["bbox_regression"], plain_losses["bbox_regression"])
     # the classification loss by hand: per image, CE of each valid anchor summed over K, NMS
-    # among the anchors at 0.7, the 32 highest; summed over the chosen, over their positives
+    # among the anchors at 0.5, the 32 highest; summed over the chosen, over their positives
     out = mined.anchor_outputs(images, targets)
     t = out.targets
     images_t, _ = mined.transform(images, [dict(x) for x in targets])
