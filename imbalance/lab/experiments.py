@@ -165,6 +165,11 @@ def _pilot() -> list[Experiment]:
         r("FL + GHM-R (batch)", "focal", "ghm_r", "batch"),
         Experiment("Libra R-CNN (all three)", "libra_rcnn",
                    ("model.iou_balanced=true", "model.bfp=true", "model.balanced_l1=true")),
+        # the Focal Loss paper's baseline: cross-entropy on OHEM's minibatch (imbalance.ohem,
+        # the paper's best setting: 128 anchors per image, NMS 0.5, no ratio)
+        Experiment("CE + OHEM", "retinanet_focal",
+                   ("model.cls_loss=ce", "model.box_loss=smooth_l1",
+                    "model.options.ohem.batch_size=128")),
     ]
 
 
