@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torchvision.ops import box_iou
+from torchvision.ops import box_iou, nms
 
 from imbalance.models import retinanet
 from imbalance.models.retinanet import anchor_targets
@@ -149,3 +149,28 @@ def test_only_the_chosen_anchors_get_a_gradient():
 def test_ohem_is_refused_with_ghm_c():
     with pytest.raises(ValueError, match="GHM-C"):
         retinanet(4, cls_loss="ghm_c", fpn_channels=16, ohem={})
+
+
+@pytest.mark.parametrize("ratio", [None, 3.0])
+def test_nms_on_a_prefix_equals_nms_over_every_example(ratio):
+    """The minibatch comes from NMS over a growing prefix of the examples by loss; it must
+    equal the choice made after NMS over all of them (ties in the loss included)."""
+    n = 3000
+    g = torch.Generator().manual_seed(4)
+    boxes = _boxes(n, 5)
+    loss = torch.randint(0, 50, (n,), generator=g).float()  # many ties
+    positive = torch.rand(n, generator=g) < 0.05
+    candidate = torch.rand(n, generator=g) > 0.1
+    for batch_size in (8, 64, 512):
+        got = hard_examples(loss, boxes, candidate, positive, batch_size, 0.3, ratio)
+        order = candidate.nonzero().squeeze(1)
+        order = order[torch.sort(loss[order], descending=True, stable=True).indices]
+        ranks = torch.arange(order.numel(), 0, -1, dtype=torch.float32)
+        survivors = order[nms(boxes[order], ranks, 0.3)]
+        if ratio is None:
+            expected = survivors[:batch_size]
+        else:
+            pos, neg = survivors[positive[survivors]], survivors[~positive[survivors]]
+            k = min(pos.numel(), batch_size // 4)
+            expected = torch.cat([pos[:k], neg[:min(neg.numel(), batch_size - k, 3 * max(1, k))]])
+        assert got.tolist() == expected.sort().values.tolist()

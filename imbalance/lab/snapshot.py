@@ -7,8 +7,9 @@ one for a short while: a :func:`imbalance.train.fit` run with the ``brief`` pres
 benchmark, 150 steps, about a minute on a CPU core), kept in the lab's cache
 (:func:`imbalance.lab.cache.cache_dir`) and read back by every chapter that asks for the same
 settings. :func:`dense_outputs` then collects the per-anchor outputs of a RetinaNet over a few
-images, :func:`rpn_forward` the first stage of a two-stage detector and :func:`roi_regression`
-its second stage's box regression on the RoIs it trains on.
+images (:func:`ohem_choice`: which of them online hard example mining would keep),
+:func:`rpn_forward` the first stage of a two-stage detector and :func:`roi_regression` its second
+stage's box regression on the RoIs it trains on.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from torch import Tensor, nn
 
 from imbalance.data import CocoDetection, collate
 from imbalance.lab.cache import cached_run, fit_cached, use_cached_data
+from imbalance.losses import binary_cross_entropy
 from imbalance.models.libra_rcnn import proposal_ious
+from imbalance.ohem import OHEM
 from imbalance.train import TrainConfig, fit, load_config
 from imbalance.train.config import ModelConfig
 from imbalance.train.metrics import loss_terms
@@ -165,6 +168,35 @@ def dense_outputs(model: nn.Module, dataset: CocoDetection, num_images: int = 8,
         parts["negatives"].append((t.matched == -1).sum(1))
         parts["ignored"].append((~t.valid).sum(1))
     return DenseOutputs(*(torch.cat(parts[f]) for f in DenseOutputs._fields))
+
+
+@torch.no_grad()
+def ohem_choice(model: nn.Module, dataset: CocoDetection, ohem: OHEM | None = None,
+                num_images: int = 8, batch_size: int = 4) -> Tensor:
+    """Which anchors online hard example mining would train a RetinaNet's classifier on.
+
+    Over the same valid anchors, in the same order, as :func:`dense_outputs` with the same
+    ``num_images`` and ``batch_size``: ``Tensor[N]`` bool, True for the anchors of each image's
+    OHEM minibatch (:meth:`imbalance.ohem.OHEM.select`, default settings unless ``ohem`` is
+    given), ranked by their cross-entropy summed over the K outputs, as the Focal Loss paper
+    trains OHEM.
+    """
+    if not hasattr(model, "anchor_outputs"):
+        raise TypeError("ohem_choice needs an imbalance.models.retinanet model")
+    ohem = ohem or OHEM()
+    num_images = min(num_images, len(dataset))
+    chosen = []
+    for start in range(0, num_images, batch_size):
+        images, targets = collate([dataset[i] for i in
+                                   range(start, min(start + batch_size, num_images))])
+        out = model.anchor_outputs(images, targets)
+        t = out.targets
+        ce = binary_cross_entropy(out.logits, t.cls_targets, reduction="none").sum(-1)
+        mask = torch.zeros_like(t.valid)
+        for i in range(len(images)):
+            mask[i, ohem.select(ce[i], out.anchors[i], t.valid[i], t.positive[i])] = True
+        chosen.append(mask[t.valid])
+    return torch.cat(chosen)
 
 
 class Proposals(NamedTuple):

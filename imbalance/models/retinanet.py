@@ -454,14 +454,16 @@ class AnchorOutputs(NamedTuple):
     """What a RetinaNet predicts for every anchor of a batch, next to its targets.
 
     ``logits`` (Tensor[B, A, K]) and ``deltas`` (Tensor[B, A, 4]) are the head's outputs,
-    ``targets`` the :class:`AnchorTargets`, and ``box_targets`` (Tensor[P, 4]) the encoded offsets
-    of the positives (``deltas[targets.positive]`` is what the box loss compares with them).
+    ``targets`` the :class:`AnchorTargets`, ``box_targets`` (Tensor[P, 4]) the encoded offsets
+    of the positives (``deltas[targets.positive]`` is what the box loss compares with them), and
+    ``anchors`` (Tensor[B, A, 4]) every anchor's box in the transformed images' coordinates.
     """
 
     logits: Tensor
     deltas: Tensor
     targets: AnchorTargets
     box_targets: Tensor
+    anchors: Tensor
 
 
 class RetinaNet(tv_retinanet.RetinaNet):
@@ -514,7 +516,8 @@ class RetinaNet(tv_retinanet.RetinaNet):
         t = anchor_targets(targets_t, anchors, self.match(targets_t, anchors),
                            self.head.num_classes)
         box_targets = self.head.regression_head.box_coder.encode_single(t.gt_boxes, t.anchors)
-        return AnchorOutputs(outputs["cls_logits"], outputs["bbox_regression"], t, box_targets)
+        return AnchorOutputs(outputs["cls_logits"], outputs["bbox_regression"], t, box_targets,
+                             torch.stack(anchors))
 
 
 def _levels(anchors: AnchorConfig) -> tuple[tuple[int, ...], str]:

@@ -148,3 +148,24 @@ def test_the_cache_key_follows_the_library_code(monkeypatch):
     assert cache.library_fingerprint() == cache._FINGERPRINT  # stable, read from the sources
     monkeypatch.setattr(cache, "_FINGERPRINT", "another version of the losses")
     assert cache.run_key(config) != key
+
+
+def test_ohem_choice_is_each_images_hardest_valid_anchors():
+    from imbalance.ohem import OHEM
+
+    snap = snapshot.briefly_trained(iterations=0, progress=False, **SMALL)
+    data = CocoDetection(snap.data_root, "val")
+    out = snapshot.dense_outputs(snap.model, data, num_images=3, batch_size=2)
+    every = snapshot.ohem_choice(snap.model, data, OHEM(10**6, nms_threshold=1.0), 3, 2)
+    assert every.shape == (out.logits.shape[0],) and bool(every.all())
+    chosen = snapshot.ohem_choice(snap.model, data, OHEM(5, nms_threshold=None), 3, 2)
+    ce = torch.nn.functional.binary_cross_entropy_with_logits(
+        out.logits, out.targets, reduction="none").sum(1)
+    start = 0
+    for n in (out.positives + out.negatives).tolist():  # per image, the 5 highest CE
+        mine = chosen[start:start + n]
+        assert int(mine.sum()) == 5
+        assert ce[start:start + n][mine].min() >= ce[start:start + n][~mine].max()
+        start += n
+    nms = snapshot.ohem_choice(snap.model, data, OHEM(5), 3, 2)
+    assert int(nms.sum()) == 15 and not torch.equal(nms, chosen)  # NMS skips neighbours
