@@ -68,6 +68,7 @@ test: lint unit nbval
 bench: $(STAMP)
 	$(BIN)/python benchmarks/losses.py
 	$(BIN)/python benchmarks/train_step.py
+	$(BIN)/python benchmarks/ohem.py
 
 clean:
 	rm -rf _build
