@@ -39,6 +39,8 @@ CHAPTER_SNAPSHOTS: tuple[dict[str, Any], ...] = (
     {"model": "retinanet"},
     # chapter 4: the same RetinaNet trained with GHM-C (the authors' per-level wiring)
     {"model": "retinanet", "cls_loss": "ghm_c"},
+    # chapter 5: the same RetinaNet with GHM-R for its boxes (the focal loss for classes)
+    {"model": "retinanet", "box_loss": "ghm_r"},
     # chapter 8: a Faster R-CNN baseline, the second stage's smooth L1 with beta 1
     {"model": "libra_rcnn", "iou_balanced": False, "bfp": False, "balanced_l1": False},
     # chapter 1: the first iterations of plain cross-entropy with and without the prior
