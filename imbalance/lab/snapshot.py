@@ -37,6 +37,8 @@ from imbalance.train.metrics import loss_terms
 CHAPTER_SNAPSHOTS: tuple[dict[str, Any], ...] = (
     {"model": "libra_rcnn"},  # the longest first: two runs side by side finish together
     {"model": "retinanet"},
+    # chapter 3: the same RetinaNet trained with cross-entropy (and the prior)
+    {"model": "retinanet", "cls_loss": "ce"},
     # chapter 4: the same RetinaNet trained with GHM-C (the authors' per-level wiring)
     {"model": "retinanet", "cls_loss": "ghm_c"},
     # chapter 5: the same RetinaNet with GHM-R for its boxes (the focal loss for classes)
