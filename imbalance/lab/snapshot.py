@@ -39,6 +39,8 @@ CHAPTER_SNAPSHOTS: tuple[dict[str, Any], ...] = (
     {"model": "retinanet"},
     # chapter 3: the same RetinaNet trained with cross-entropy (and the prior)
     {"model": "retinanet", "cls_loss": "ce"},
+    # chapter 3: and with cross-entropy on OHEM's minibatch (imbalance.ohem, default settings)
+    {"model": "retinanet", "cls_loss": "ce", "ohem": {}},
     # chapter 4: the same RetinaNet trained with GHM-C (the authors' per-level wiring)
     {"model": "retinanet", "cls_loss": "ghm_c"},
     # chapter 5: the same RetinaNet with GHM-R for its boxes (the focal loss for classes)
