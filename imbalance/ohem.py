@@ -137,3 +137,20 @@ class OHEM:
         """:func:`hard_examples` with these settings."""
         return hard_examples(loss, boxes, candidate_mask, positive, self.batch_size,
                              self.nms_threshold, self.neg_pos_ratio)
+
+    def mask(self, loss: Tensor, boxes: Tensor | list[Tensor], candidate_mask: Tensor,
+             positive: Tensor) -> Tensor:
+        """The minibatches of a batch of images as a mask: :meth:`select` per image.
+
+        Args:
+            loss (Tensor[B, N], float), candidate_mask and positive (Tensor[B, N], bool): per
+                image, as :func:`hard_examples` takes them.
+            boxes (Tensor[B, N, 4] or a list of B Tensor[N, 4]): the examples' boxes.
+
+        Returns:
+            Tensor[B, N], bool: True for the examples in their image's minibatch.
+        """
+        chosen = torch.zeros_like(candidate_mask, dtype=torch.bool)
+        for i in range(loss.shape[0]):
+            chosen[i, self.select(loss[i], boxes[i], candidate_mask[i], positive[i])] = True
+        return chosen

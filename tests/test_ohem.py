@@ -174,3 +174,18 @@ def test_nms_on_a_prefix_equals_nms_over_every_example(ratio):
             k = min(pos.numel(), batch_size // 4)
             expected = torch.cat([pos[:k], neg[:min(neg.numel(), batch_size - k, 3 * max(1, k))]])
         assert got.tolist() == expected.sort().values.tolist()
+
+
+def test_the_mask_is_each_images_choice():
+    g = torch.Generator().manual_seed(6)
+    loss = torch.rand(3, 50, generator=g)
+    boxes = torch.stack([_boxes(50, s) for s in range(3)])
+    candidate = torch.rand(3, 50, generator=g) > 0.2
+    positive = torch.rand(3, 50, generator=g) > 0.9
+    ohem = OHEM(7, 0.5)
+    mask = ohem.mask(loss, boxes, candidate, positive)
+    assert mask.shape == (3, 50) and mask.dtype == torch.bool
+    for i in range(3):
+        assert mask[i].nonzero().squeeze(1).tolist() == \
+            ohem.select(loss[i], boxes[i], candidate[i], positive[i]).tolist()
+    assert torch.equal(ohem.mask(loss, list(boxes), candidate, positive), mask)

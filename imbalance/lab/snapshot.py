@@ -200,10 +200,7 @@ def ohem_choice(model: nn.Module, dataset: CocoDetection, ohem: OHEM | None = No
         out = model.anchor_outputs(images, targets)
         t = out.targets
         ce = binary_cross_entropy(out.logits, t.cls_targets, reduction="none").sum(-1)
-        mask = torch.zeros_like(t.valid)
-        for i in range(len(images)):
-            mask[i, ohem.select(ce[i], out.anchors[i], t.valid[i], t.positive[i])] = True
-        chosen.append(mask[t.valid])
+        chosen.append(ohem.mask(ce, out.anchors, t.valid, t.positive)[t.valid])
     return torch.cat(chosen)
 
 

@@ -409,10 +409,7 @@ class RetinaNetHead(tv_retinanet.RetinaNetHead):
         if self.ohem is None:
             raise RuntimeError("this head has no OHEM settings")
         loss = self.cls_loss.elementwise(cls_logits.detach(), t.cls_targets).sum(-1)
-        mask = torch.zeros_like(t.valid)
-        for i, boxes in enumerate(anchors):
-            mask[i, self.ohem.select(loss[i], boxes, t.valid[i], t.positive[i])] = True
-        return mask
+        return self.ohem.mask(loss, anchors, t.valid, t.positive)
 
     def compute_loss(self, targets: list[dict[str, Tensor]], head_outputs: dict[str, Tensor],
                      anchors: list[Tensor], matched_idxs: list[Tensor]) -> dict[str, Tensor]:
