@@ -12,6 +12,8 @@ both.
 * :mod:`imbalance.lab.prepare`: ``python -m imbalance.lab``, which trains everything the chapters
   read into the cache before they run (``make book`` does it first).
 * :mod:`imbalance.lab.experiments`: the experiment grids, their summaries and comparisons.
+* :mod:`imbalance.lab.campaign`: issue 14's campaign, every run of the protocol's grids in order,
+  shared between workers (``python -m imbalance.lab.campaign run``).
 * :mod:`imbalance.lab.sampling_analysis`: chapter 6's measurements of the RoI samplers.
 
 Where analysis code lives, by one rule: a function that measures tensors with an idea's own

@@ -25,7 +25,11 @@ def test_every_grid_configuration_has_its_config_files():
 
 def test_grids_hold_the_issue_configurations():
     names = {g: [e.name for e in v] for g, v in experiments.GRIDS.items()}
-    assert len(names["retinanet"]) == 8 and len(names["libra"]) == 5
+    assert len(names["retinanet"]) == 11 and len(names["libra"]) == 6
+    assert {"GHM-C + SL1 (level)", "GHM-C + SL1 (batch)", "GHM-C + GHM-R (batch)",
+            "CE + OHEM"} <= set(names["retinanet"])
+    assert {"+ IoU-balanced sampling (paper)", "+ IoU-balanced sampling (authors)"} <= set(
+        names["libra"])
     assert len(names["outliers"]) == 2 * len(experiments.OUTLIER_FRACTIONS)
     assert any("outlier_fraction=0.4" in o for e in experiments.GRIDS["outliers"]
                for o in e.overrides)
@@ -33,9 +37,9 @@ def test_grids_hold_the_issue_configurations():
 
 def test_run_is_resumable_and_summarised(tmp_path, monkeypatch):
     out = tmp_path / "grid"
-    only = ["fl_sl1", "ghm_c_sl1"]
+    only = ["fl_sl1", "ghm_c_sl1_level"]
     s = experiments.run_grid("retinanet", "smoke", [0, 1], out, only=only, overrides=FAST)
-    assert list(s["rows"]) == ["FL + SL1", "GHM-C + SL1"]
+    assert list(s["rows"]) == ["FL + SL1", "GHM-C + SL1 (level)"]
     row = s["rows"]["FL + SL1"]
     assert row["seeds"] == [0, 1] and len(row["AP"]["values"]) == 2
     values = row["AP50"]["values"]
@@ -87,9 +91,9 @@ def test_kept_runs_outlive_the_training_folder(tmp_path, monkeypatch):
 def test_summarize_does_not_drop_the_rows_of_an_older_summary(tmp_path):
     out = tmp_path / "grid"
     _fake_run(out / "fl_sl1" / "seed0", 0.30, "2026-12-01T10:00:00+00:00")
-    _fake_run(out / "ghm_c_sl1" / "seed0", 0.20, "2026-12-01T11:00:00+00:00")
+    _fake_run(out / "ghm_c_sl1_level" / "seed0", 0.20, "2026-12-01T11:00:00+00:00")
     experiments.summarize(out, grid="retinanet", preset="cpu", seeds=[0])
-    shutil.rmtree(out / "runs" / "ghm_c_sl1")
+    shutil.rmtree(out / "runs" / "ghm_c_sl1_level")
     before = (out / "summary.json").read_text()
     with pytest.raises(ValueError, match="GHM-C \\+ SL1"):
         experiments.summarize(out)
@@ -155,16 +159,16 @@ def test_summaries_read_back_as_tables_with_their_provenance(tmp_path):
     out = tmp_path / "grid"
     _fake_run(out / "fl_sl1" / "seed0", 0.30, "2026-12-01T10:00:00+00:00")
     _fake_run(out / "fl_sl1" / "seed1", 0.34, "2026-12-02T10:00:00+00:00")
-    _fake_run(out / "ghm_c_sl1" / "seed0", 0.20, "2026-12-01T11:00:00+00:00")
+    _fake_run(out / "ghm_c_sl1_level" / "seed0", 0.20, "2026-12-01T11:00:00+00:00")
     experiments.summarize(out, grid="retinanet", preset="cpu", seeds=[0, 1])
     s = experiments.read_summary(out)
     assert s == experiments.read_summary(out / "summary.json")
-    assert s["missing"] == ["ghm_c_sl1/seed1"]
+    assert s["missing"] == ["ghm_c_sl1_level/seed1"]
     table = experiments.summary_table(s, ["AP", "AP50"])
-    assert list(table) == ["FL + SL1", "GHM-C + SL1"]
+    assert list(table) == ["FL + SL1", "GHM-C + SL1 (level)"]
     mean, std = table["FL + SL1"]["AP"]
     assert mean == pytest.approx(32.0) and std == pytest.approx(100 * 0.04 / 2 ** 0.5)
-    assert table["GHM-C + SL1"]["AP50"] == pytest.approx((10.0, 0.0))
+    assert table["GHM-C + SL1 (level)"]["AP50"] == pytest.approx((10.0, 0.0))
     text = experiments.describe_provenance(s)
     assert "3 runs" in text and "1.5 h" in text and "abc1234def" in text
     assert "2026-12-01 to 2026-12-02" in text and "torch 2.x" in text
@@ -183,7 +187,7 @@ def test_compare_tells_a_difference_from_seed_noise(tmp_path):
     for seed, (fl, ghm, ce) in enumerate([(0.30, 0.31, 0.10), (0.32, 0.29, 0.11),
                                           (0.34, 0.33, 0.12)]):
         _fake_run(out / "fl_sl1" / f"seed{seed}", fl, "2026-12-01T10:00:00+00:00")
-        _fake_run(out / "ghm_c_sl1" / f"seed{seed}", ghm, "2026-12-01T10:00:00+00:00")
+        _fake_run(out / "ghm_c_sl1_level" / f"seed{seed}", ghm, "2026-12-01T10:00:00+00:00")
         _fake_run(out / "ce_prior_init_sl1" / f"seed{seed}", ce, "2026-12-01T10:00:00+00:00")
     s = experiments.summarize(out, grid="retinanet", preset="cpu", seeds=[0, 1, 2])
     c = experiments.compare(s, "FL + SL1", "CE (prior init) + SL1")
@@ -193,7 +197,7 @@ def test_compare_tells_a_difference_from_seed_noise(tmp_path):
     assert c.df == pytest.approx(2.9412, rel=1e-4)
     assert c.verdict == "higher" and c.low > 0
     assert str(c).startswith("FL + SL1 vs CE (prior init) + SL1: AP +21.0 points, 95 % interval")
-    near = experiments.compare(s, "GHM-C + SL1", "FL + SL1")
+    near = experiments.compare(s, "GHM-C + SL1 (level)", "FL + SL1")
     assert near.difference == pytest.approx(-0.01) and near.verdict == "inconclusive"
     assert experiments.compare(s, "CE (prior init) + SL1", "FL + SL1").verdict == "lower"
     with pytest.raises(KeyError, match="SSD"):
@@ -202,10 +206,10 @@ def test_compare_tells_a_difference_from_seed_noise(tmp_path):
     assert experiments.summarize(out, seeds=[0])["seeds"] == [0, 1, 2]
     one = experiments.summarize(tmp_path / "one", grid="retinanet", preset="cpu", seeds=[0])
     _fake_run(tmp_path / "one" / "fl_sl1" / "seed0", 0.3, "2026-12-01T10:00:00+00:00")
-    _fake_run(tmp_path / "one" / "ghm_c_sl1" / "seed0", 0.3, "2026-12-01T10:00:00+00:00")
+    _fake_run(tmp_path / "one" / "ghm_c_sl1_level" / "seed0", 0.3, "2026-12-01T10:00:00+00:00")
     one = experiments.summarize(tmp_path / "one", seeds=[0])
     with pytest.raises(ValueError, match="two seeds"):
-        experiments.compare(one, "FL + SL1", "GHM-C + SL1")
+        experiments.compare(one, "FL + SL1", "GHM-C + SL1 (level)")
 
 
 def test_overrides_written_after_only_or_reuse_still_apply(monkeypatch, tmp_path):
