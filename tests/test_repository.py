@@ -27,7 +27,8 @@ MAKEFILE = ROOT / "Makefile"
 TOC = ROOT / "book" / "_toc.yml"
 CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
 
-# The rendered book shows this many characters of a code line before it scrolls sideways
+# The rendered book shows this many characters of a code line before it scrolls sideways (at a
+# 1280-px window, with the code size of book/_static/imbalance.css; tests/book checks it there)
 # (ruff's line-length, 100, is for the package; the chapters need less).
 PAGE_WIDTH = 88
 

@@ -78,9 +78,10 @@ class Chromium:
                                f"{' '.join(command)}\n{result.stderr[-3000:]}")
         return result
 
-    def dump_dom(self, url: str) -> str:
-        """The page's DOM after its scripts ran."""
-        dom = self._run("--dump-dom", url).stdout
+    def dump_dom(self, url: str, window_size: tuple[int, int] | None = None) -> str:
+        """The page's DOM after its scripts ran (in a window of ``window_size``, if given)."""
+        size = [f"--window-size={window_size[0]},{window_size[1]}"] if window_size else []
+        dom = self._run(*size, "--dump-dom", url).stdout
         if "<html" not in dom.lower():
             raise BrowserError(f"chromium dumped no page for {url}: {dom[:200]!r}")
         return dom

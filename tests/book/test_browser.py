@@ -7,6 +7,8 @@ fail when ``CI`` is set and are skipped otherwise (conftest.py).
 
 from __future__ import annotations
 
+import json
+import re
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,3 +174,52 @@ def test_next_link_goes_to_the_next_page_in_toc_order(opened: list[Opened], posi
               if same_page(urljoin(index_url, href), target)]
     assert titles and page_title(html) == titles[0], (
         f"{target} is titled {page_title(html)!r}; the sidebar calls it {titles}")
+
+
+# Measures, once the page has loaded, every code cell's and output's <pre>: whether it scrolls
+# sideways, and how many characters of its font its text box holds.
+MEASURE_SCRIPT = """<script>window.addEventListener("load", () => {
+  const rows = [...document.querySelectorAll("div.cell_input pre, div.cell_output pre")].map(p => {
+    const probe = document.createElement("span");
+    probe.textContent = "x".repeat(100);
+    p.appendChild(probe);
+    const char = probe.getBoundingClientRect().width / 100;
+    probe.remove();
+    const style = getComputedStyle(p);
+    const box = p.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+    const widest = Math.max(...p.textContent.split("\\n").map(line => line.length));
+    return {input: p.closest("div.cell_input") !== null, fits: Math.floor(box / char),
+            widest: widest, scrolls: p.scrollWidth > p.clientWidth + 1,
+            start: p.textContent.slice(0, 60)};
+  });
+  const out = document.createElement("div");
+  out.id = "code-width-measure";
+  out.textContent = JSON.stringify(rows);
+  document.body.appendChild(out);
+});</script>"""
+
+
+@pytest.mark.parametrize("entry", CHAPTERS, ids=[Path(e).name for e in CHAPTERS])
+def test_code_and_printed_lines_fit_the_page(entry: str, chromium: Chromium, site: Site,
+                                             html_root: Path):
+    """At the screenshots' 1280-px window, beside the page's contents, no code cell and no
+    printed output scrolls sideways (the chapters keep code within 88 characters, and the book's
+    stylesheet sets the size that makes 88 fit)."""
+    page = page_path(entry, html_root)
+    probe = page.with_name(f"{page.stem}.measure.html")
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>",
+                                                              MEASURE_SCRIPT + "</body>"),
+                     encoding="utf-8")
+    try:
+        dom = chromium.dump_dom(urljoin(site.url, probe.relative_to(html_root).as_posix()),
+                                window_size=WINDOW_SIZE)
+    finally:
+        probe.unlink()
+    found = re.search(r'<div id="code-width-measure">(.*?)</div>', dom, re.S)
+    assert found, f"the measuring script did not run on {entry}"
+    rows = json.loads(parse(found.group(1)).get_text())
+    assert any(r["input"] for r in rows), f"{entry}: no code cell measured"
+    scrolling = [f"{'code' if r['input'] else 'output'} ({r['widest']} characters, "
+                 f"{r['fits']} fit): {r['start']!r}" for r in rows if r["scrolls"]]
+    assert not scrolling, f"{entry} at {WINDOW_SIZE[0]} px:\n  " + "\n  ".join(scrolling)
+    assert min(r["fits"] for r in rows if r["input"]) >= 88
