@@ -65,14 +65,16 @@ def hard_examples(loss: Tensor, boxes: Tensor, candidate_mask: Tensor, positive:
     _check(batch_size, nms_threshold, neg_pos_ratio)
     inds = (candidate_mask & torch.isfinite(loss)).nonzero().squeeze(1)
     inds = inds[torch.sort(loss[inds], descending=True, stable=True).indices]
+    # with a ratio 1:r, the minibatch takes at most floor(B / (1 + r)) positives
+    pos_cap = None if neg_pos_ratio is None else math.floor(batch_size / (1 + neg_pos_ratio))
     if nms_threshold is not None:
-        inds = _suppress(inds, boxes, positive, batch_size, nms_threshold, neg_pos_ratio)
+        inds = _suppress(inds, boxes, positive, batch_size, nms_threshold, pos_cap)
     if neg_pos_ratio is None:
         chosen = inds[:batch_size]
     else:
         is_pos = positive[inds]
         pos, neg = inds[is_pos], inds[~is_pos]
-        num_pos = min(pos.numel(), math.floor(batch_size / (1 + neg_pos_ratio)))
+        num_pos = min(pos.numel(), pos_cap)
         num_neg = min(neg.numel(), batch_size - num_pos,
                       math.floor(neg_pos_ratio * max(1, num_pos)))
         chosen = torch.cat([pos[:num_pos], neg[:num_neg]])
@@ -80,14 +82,14 @@ def hard_examples(loss: Tensor, boxes: Tensor, candidate_mask: Tensor, positive:
 
 
 def _suppress(order: Tensor, boxes: Tensor, positive: Tensor, batch_size: int,
-              threshold: float, neg_pos_ratio: float | None) -> Tensor:
+              threshold: float, pos_cap: int | None) -> Tensor:
     """Greedy NMS over ``order`` (indices by decreasing loss); the survivors, in that order.
 
     Greedy NMS decides an example from the higher-loss ones alone, so the survivors among the
     first m examples are the same whether the rest is there or not. The minibatch needs only
-    the first B survivors (B positives and B negatives with a ratio), so NMS runs on a prefix of
-    4 B examples, doubled until it yields them: exact, and on an image of 100k anchors far
-    cheaper than NMS over all of them.
+    the first B survivors (with a ratio, ``pos_cap`` positives and B negatives), so NMS runs on
+    a prefix of 4 B examples, doubled until it yields them: exact, and on an image of 100k
+    anchors far cheaper than NMS over all of them.
     """
     m = 4 * batch_size
     while True:
@@ -97,13 +99,12 @@ def _suppress(order: Tensor, boxes: Tensor, positive: Tensor, batch_size: int,
         kept = head[nms(boxes[head].float(), ranks, threshold)]
         if m >= order.numel():
             return kept
-        if neg_pos_ratio is None:
+        if pos_cap is None:
             if kept.numel() >= batch_size:
                 return kept
         else:
             pos = int(positive[kept].sum())
-            if (pos >= math.floor(batch_size / (1 + neg_pos_ratio))
-                    and kept.numel() - pos >= batch_size):
+            if pos >= pos_cap and kept.numel() - pos >= batch_size:
                 return kept
         m *= 2
 

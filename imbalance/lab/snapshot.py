@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -27,6 +28,7 @@ from imbalance.data import CocoDetection, collate
 from imbalance.lab.cache import cached_run, fit_cached, use_cached_data
 from imbalance.losses import binary_cross_entropy
 from imbalance.models.libra_rcnn import proposal_ious
+from imbalance.models.retinanet import AnchorOutputs
 from imbalance.ohem import OHEM
 from imbalance.train import TrainConfig, fit, load_config
 from imbalance.train.config import ModelConfig
@@ -35,7 +37,10 @@ from imbalance.train.metrics import loss_terms
 #: The snapshots the chapters read (keyword arguments of :func:`briefly_trained`);
 #: ``python -m imbalance.lab`` trains them into the cache before the chapters run.
 CHAPTER_SNAPSHOTS: tuple[dict[str, Any], ...] = (
-    {"model": "libra_rcnn"},  # the longest first: two runs side by side finish together
+    # the longest first (the two-stage detectors), so two runs side by side finish together
+    {"model": "libra_rcnn"},
+    # chapter 8: a Faster R-CNN baseline, the second stage's smooth L1 with beta 1
+    {"model": "libra_rcnn", "iou_balanced": False, "bfp": False, "balanced_l1": False},
     {"model": "retinanet"},
     # chapter 3: the same RetinaNet trained with cross-entropy (and the prior)
     {"model": "retinanet", "cls_loss": "ce"},
@@ -45,8 +50,6 @@ CHAPTER_SNAPSHOTS: tuple[dict[str, Any], ...] = (
     {"model": "retinanet", "cls_loss": "ghm_c"},
     # chapter 5: the same RetinaNet with GHM-R for its boxes (the focal loss for classes)
     {"model": "retinanet", "box_loss": "ghm_r"},
-    # chapter 8: a Faster R-CNN baseline, the second stage's smooth L1 with beta 1
-    {"model": "libra_rcnn", "iou_balanced": False, "bfp": False, "balanced_l1": False},
     # chapter 1: the first iterations of plain cross-entropy with and without the prior
     {"model": "retinanet", "iterations": 20, "cls_loss": "ce", "prior_prob": None},
     {"model": "retinanet", "iterations": 20, "cls_loss": "ce", "prior_prob": 0.01},
@@ -155,18 +158,25 @@ class DenseOutputs(NamedTuple):
     ignored: Tensor
 
 
+def _anchor_batches(model: nn.Module, dataset: CocoDetection, num_images: int,
+                    batch_size: int, caller: str) -> Iterator[AnchorOutputs]:
+    """:meth:`RetinaNet.anchor_outputs` of the first ``num_images`` of ``dataset``, a batch of
+    ``batch_size`` images at a time, in order."""
+    if not hasattr(model, "anchor_outputs"):
+        raise TypeError(f"{caller} needs an imbalance.models.retinanet model")
+    num_images = min(num_images, len(dataset))
+    for start in range(0, num_images, batch_size):
+        images, targets = collate([dataset[i] for i in
+                                   range(start, min(start + batch_size, num_images))])
+        yield model.anchor_outputs(images, targets)
+
+
 @torch.no_grad()
 def dense_outputs(model: nn.Module, dataset: CocoDetection, num_images: int = 8,
                   batch_size: int = 4) -> DenseOutputs:
     """Collect :meth:`RetinaNet.anchor_outputs` over the first ``num_images`` of ``dataset``."""
-    if not hasattr(model, "anchor_outputs"):
-        raise TypeError("dense_outputs needs an imbalance.models.retinanet model")
-    num_images = min(num_images, len(dataset))
     parts: dict[str, list[Tensor]] = {f: [] for f in DenseOutputs._fields}
-    for start in range(0, num_images, batch_size):
-        images, targets = collate([dataset[i] for i in
-                                   range(start, min(start + batch_size, num_images))])
-        out = model.anchor_outputs(images, targets)
+    for out in _anchor_batches(model, dataset, num_images, batch_size, "dense_outputs"):
         t = out.targets
         parts["logits"].append(out.logits[t.valid])
         parts["targets"].append(t.cls_targets[t.valid])
@@ -189,15 +199,9 @@ def ohem_choice(model: nn.Module, dataset: CocoDetection, ohem: OHEM | None = No
     given), ranked by their cross-entropy summed over the K outputs, as the Focal Loss paper
     trains OHEM.
     """
-    if not hasattr(model, "anchor_outputs"):
-        raise TypeError("ohem_choice needs an imbalance.models.retinanet model")
     ohem = ohem or OHEM()
-    num_images = min(num_images, len(dataset))
     chosen = []
-    for start in range(0, num_images, batch_size):
-        images, targets = collate([dataset[i] for i in
-                                   range(start, min(start + batch_size, num_images))])
-        out = model.anchor_outputs(images, targets)
+    for out in _anchor_batches(model, dataset, num_images, batch_size, "ohem_choice"):
         t = out.targets
         ce = binary_cross_entropy(out.logits, t.cls_targets, reduction="none").sum(-1)
         chosen.append(ohem.mask(ce, out.anchors, t.valid, t.positive)[t.valid])
