@@ -19,6 +19,10 @@ trained when the same run is kept elsewhere (the pilot's runs, or the retinanet 
 outlier grid at 0 %). Kept runs are never trained again: a campaign cut short in one session
 resumes in the next from what was committed.
 
+The first seed a worker trains of each configuration of :data:`KEEP_WEIGHTS` leaves its trained
+detector in ``weights/protocol/`` (:mod:`imbalance.train.weights`: float16 weights with the
+run's configuration and provenance), for the chapters that measure trained detectors.
+
 ``--until HH:MM`` keeps a worker from starting a job it cannot finish by then (the estimate is
 the median wall time per 1x of the kept runs of the same model, times the job's schedule), so
 no half-trained run dies with the session.
@@ -45,6 +49,7 @@ from imbalance.lab.experiments import (
     run_grid,
     variants,
 )
+from imbalance.train.weights import export_weights
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Where the campaign keeps its runs: ``<grid>/`` the runs at the schedule, ``sweeps/<grid>/`` the
@@ -57,6 +62,16 @@ PRESET = "protocol"
 #: The schedule of the grids' runs, a multiple of the protocol's 1x (1200 steps).
 SCHEDULE = 4.0
 SEEDS: tuple[int, ...] = (0, 1, 2, 3, 4)
+#: The configurations whose trained detector the campaign ships (the first seed it trains, as
+#: :mod:`imbalance.train.weights` files in :data:`WEIGHTS`): the concept chapters' detectors
+#: (issue 15) and the GHM rows the training chapters diagnose.
+KEEP_WEIGHTS: tuple[tuple[str, str], ...] = (
+    ("retinanet", "FL + SL1"), ("retinanet", "CE (prior init) + SL1"),
+    ("retinanet", "CE + OHEM"), ("retinanet", "GHM-C + SL1 (level)"),
+    ("retinanet", "FL + GHM-R (level)"), ("libra", "Faster R-CNN (beta 1)"),
+    ("libra", "+ Balanced Feature Pyramid"),
+)
+WEIGHTS = ROOT / "weights" / "protocol"
 #: Minutes per 1x of a run (one thread, two runs side by side) before any run of the model is kept.
 DEFAULT_MINUTES_PER_1X = {"retinanet_focal": 6.5, "libra_rcnn": 10.0}
 
@@ -157,6 +172,11 @@ CAMPAIGN: tuple[Plan, ...] = (
       for pct in (0, 10, 20, 40)
       for label, clean in (("FL", "FL + SL1"), ("GHM-C", "GHM-C + SL1 (level)"))),
 )
+
+
+def weights_file(grid: str, configuration: str, weights: Path = WEIGHTS) -> Path:
+    """Where the campaign ships a configuration's trained detector (:data:`KEEP_WEIGHTS`)."""
+    return weights / f"{grid}-{experiment(grid, configuration).slug}.pt"
 
 
 def sweep_folder(grid: str, results: Path = RESULTS) -> Path:
@@ -289,7 +309,7 @@ def _deadline(until: str | None) -> datetime | None:
 def work(out: Path, *, until: str | None = None, results: Path = RESULTS,
          campaign: Sequence[Plan] = CAMPAIGN, schedule: float = SCHEDULE,
          preset: str = PRESET, overrides: Sequence[str] = (),
-         reuse: Sequence[Path] | None = None, poll_s: float = 60.0,
+         reuse: Sequence[Path] | None = None, weights: Path = WEIGHTS, poll_s: float = 60.0,
          log: Callable[[str], None] = print) -> int:
     """Take and train jobs until none is left that can start (see the module's docstring).
 
@@ -301,6 +321,7 @@ def work(out: Path, *, until: str | None = None, results: Path = RESULTS,
         campaign, schedule, preset, overrides: what to run (``overrides`` go to every run).
         reuse: result folders whose kept runs are copied instead of trained; default
             :func:`reuse_folders`, looked up again before each job.
+        weights: where the trained detectors of :data:`KEEP_WEIGHTS` are written.
         poll_s: seconds between looks while every job left waits for a sweep.
         log: where the worker says what it does.
 
@@ -345,6 +366,13 @@ def work(out: Path, *, until: str | None = None, results: Path = RESULTS,
         finally:
             release(claims, job)
         done += 1
+        wanted = (job.plan.grid, job.plan.configuration) in KEEP_WEIGHTS
+        target = weights_file(job.plan.grid, job.plan.configuration, weights)
+        trained = out / job.plan.grid / v.slug / f"seed{job.seed}"
+        if wanted and not job.is_sweep and not target.exists() and (
+                trained / "final.json").is_file():  # trained here, not copied: ship it
+            export_weights(trained, target)
+            log(f"[campaign] its trained detector: {target}")
 
 
 def status(results: Path = RESULTS, campaign: Sequence[Plan] = CAMPAIGN,

@@ -12,6 +12,7 @@ import pytest
 
 from imbalance.lab import campaign, experiments
 from imbalance.lab.campaign import Job, Plan
+from imbalance.train.weights import load_weights
 
 FAST = ["optim.iterations=2", "optim.warmup_iters=1", "data.min_size=64", "data.max_size=64",
         "model.fpn_channels=16", "run.checkpoint_every=1"]
@@ -106,13 +107,18 @@ def test_a_worker_trains_the_sweep_then_the_seeds_and_never_twice(tmp_path, monk
 
     monkeypatch.setattr(experiments, "fit", counting_fit)
     kwargs = dict(results=tmp_path / "results", campaign=plans, schedule=2.0, preset="smoke",
-                  overrides=FAST, reuse=[], log=lambda m: None)
+                  overrides=FAST, reuse=[], weights=tmp_path / "weights", log=lambda m: None)
     assert campaign.work(tmp_path / "out", **kwargs) == 4
     best = campaign.best_lr_factor(plans[0], tmp_path / "results", plans)
     assert trained == [(1.0, 1.0, 0), (2.0, 1.0, 0), (best, 2.0, 0), (best, 2.0, 1)]
     summary = experiments.read_summary(campaign.grid_folder("retinanet", tmp_path / "results"))
     name = f"FL + SL1 [schedule 2x{'' if best == 1 else f', lr {best:g}x'}]"
     assert summary["rows"][name]["seeds"] == [0, 1]
+    # FL + SL1 is a detector the book ships: the first seed trained, with its provenance
+    shipped = load_weights(campaign.weights_file("retinanet", "FL + SL1", tmp_path / "weights"))
+    assert shipped.config.run.seed == 0 and shipped.config.optim.schedule == 2.0
+    kept = experiments.kept_run(campaign.grid_folder("retinanet", tmp_path / "results"), name, 0)
+    assert shipped.provenance["ap"] == experiments.read_final(kept)["ap"]
     assert not list((tmp_path / "out" / "claims").iterdir())  # every claim released
     assert campaign.work(tmp_path / "out", **kwargs) == 0  # all kept: nothing trained again
     assert len(trained) == 4
