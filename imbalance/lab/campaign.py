@@ -417,7 +417,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _deadline(args.until)
             except ValueError:
                 parser.error(f"--until takes HH:MM, got {args.until!r}")
+        # the worker's log says what it does; a progress bar per run would flood it
         work(Path(args.out), until=args.until, poll_s=args.poll,
+             overrides=["run.progress=false"],
              log=lambda m: print(m, file=sys.stderr, flush=True))
     else:
         print(status(claims=Path(args.out) / "claims"))
