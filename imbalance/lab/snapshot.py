@@ -10,6 +10,10 @@ settings. :func:`dense_outputs` then collects the per-anchor outputs of a Retina
 images (:func:`ohem_choice`: which of them online hard example mining would keep),
 :func:`rpn_forward` the first stage of a two-stage detector and :func:`roi_regression` its second
 stage's box regression on the RoIs it trains on.
+
+:func:`protocol_trained` instead reads a detector trained to convergence under the protocol (4x,
+issue 14's campaign), shipped as a weight file in ``weights/protocol/``
+(:mod:`imbalance.train.weights`), with the benchmark it was trained on.
 """
 
 from __future__ import annotations
@@ -26,13 +30,16 @@ from torch import Tensor, nn
 
 from imbalance.data import CocoDetection, collate
 from imbalance.lab.cache import cached_run, fit_cached, use_cached_data
+from imbalance.lab.campaign import weights_file
 from imbalance.losses import binary_cross_entropy
 from imbalance.models.libra_rcnn import proposal_ious
 from imbalance.models.retinanet import AnchorOutputs
 from imbalance.ohem import OHEM
 from imbalance.train import TrainConfig, fit, load_config
 from imbalance.train.config import ModelConfig
+from imbalance.train.data import ensure_synthetic
 from imbalance.train.metrics import loss_terms
+from imbalance.train.weights import load_weights
 
 #: The snapshots the chapters read (keyword arguments of :func:`briefly_trained`);
 #: ``python -m imbalance.lab`` trains them into the cache before the chapters run.
@@ -61,14 +68,20 @@ _DATA_FIELDS = {"min_size", "max_size"}
 
 @dataclass
 class Snapshot:
-    """A briefly trained detector.
+    """A trained detector: briefly trained (:func:`briefly_trained`) or trained under the
+    protocol and shipped (:func:`protocol_trained`).
 
     Attributes:
         model: the detector, in eval mode, on the CPU.
-        data_root: the ``tiny`` benchmark it was trained on (``train`` split; ``val`` unseen).
-        losses: per iteration, the loss terms (floats).
-        config: the training configuration (``brief`` preset and the settings asked for).
-        out: the run folder in the cache (``None`` when trained with ``cache=False``).
+        data_root: the benchmark it was trained on (``train`` split; ``val`` unseen): ``tiny``
+            for a brief run, ``small`` at 128 px for the protocol's.
+        losses: per iteration, the loss terms (floats; empty for a shipped detector).
+        config: the training configuration (``brief`` preset and the settings asked for, or
+            the protocol's run).
+        out: the run folder in the cache (``None`` when trained with ``cache=False`` or shipped).
+        provenance: a shipped detector's run (AP, steps, seed, date, commit, command:
+            :data:`imbalance.train.weights.PROVENANCE`); ``None`` for a brief run, whose
+            ``out/final.json`` has it.
     """
 
     model: nn.Module
@@ -76,6 +89,7 @@ class Snapshot:
     losses: list[dict[str, float]]
     config: TrainConfig
     out: Path | None
+    provenance: dict[str, Any] | None = None
 
 
 def snapshot_config(model: str = "retinanet", iterations: int = 150, *, seed: int = 0,
@@ -136,6 +150,29 @@ def briefly_trained(model: str = "retinanet", iterations: int = 150, *, seed: in
     history = [loss_terms(r) for r in result.metrics if "loss" in r]
     return Snapshot(result.model.cpu().eval(), Path(result.final["data_root"]), history, config,
                     out)
+
+
+def protocol_trained(grid: str = "retinanet", configuration: str = "FL + SL1", *,
+                     progress: bool = True) -> Snapshot:
+    """A detector trained under the protocol, read from the weight file the campaign shipped.
+
+    The file (:func:`imbalance.lab.campaign.weights_file`) holds the weights (float16, read back
+    as float32), the configuration and the provenance of one seed of the configuration at the
+    campaign's schedule; the benchmark it was trained on (``small`` at 128 px) is generated into
+    the lab's cache if it is not there (about 20 s). ``losses`` is empty (the learning curve is in
+    the kept run's ``metrics.jsonl``) and ``out`` is ``None``.
+
+    Raises:
+        FileNotFoundError: no detector of that configuration has been shipped yet.
+    """
+    path = weights_file(grid, configuration)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the campaign (python -m imbalance.lab."
+                                f"campaign run) ships it when it trains {configuration!r}")
+    trained = load_weights(path)
+    config = use_cached_data(trained.config)
+    root = ensure_synthetic(config, progress=progress)
+    return Snapshot(trained.model, root, [], config, None, trained.provenance)
 
 
 class DenseOutputs(NamedTuple):

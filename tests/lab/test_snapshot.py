@@ -169,3 +169,25 @@ def test_ohem_choice_is_each_images_hardest_valid_anchors():
         start += n
     nms = snapshot.ohem_choice(snap.model, data, OHEM(5), 3, 2)
     assert int(nms.sum()) == 15 and not torch.equal(nms, chosen)  # NMS skips neighbours
+
+
+def test_protocol_trained_reads_the_shipped_detector(monkeypatch, tmp_path):
+    asked = []
+
+    def no_generation(config, progress):
+        asked.append(config)
+        return tmp_path
+
+    monkeypatch.setattr(snapshot, "ensure_synthetic", no_generation)
+    s = snapshot.protocol_trained(progress=False)
+    assert (s.config.preset, s.config.model.name, s.config.model.cls_loss) == (
+        "protocol", "retinanet", "focal")
+    assert s.config.optim.schedule == 4.0  # the campaign's schedule, not the 1x
+    assert asked[0].data.synthetic == "small" and asked[0].data.min_size == 128
+    assert s.data_root == tmp_path and s.out is None and s.losses == []
+    assert s.provenance["steps"] == 4800 and 0.5 < s.provenance["ap"]["AP"] < 1
+    assert not s.model.training
+    assert all(p.dtype == torch.float32 for p in s.model.parameters())
+    monkeypatch.setattr(snapshot, "weights_file", lambda grid, name: tmp_path / "none.pt")
+    with pytest.raises(FileNotFoundError, match="ships it when it trains"):
+        snapshot.protocol_trained("retinanet", "alpha-CE + SL1")
