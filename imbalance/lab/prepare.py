@@ -27,7 +27,13 @@ import torch
 from tqdm.auto import tqdm
 
 from imbalance.lab.chapter import CHAPTER_RUNS, chapter_config, chapter_preset, train_in_chapter
-from imbalance.lab.snapshot import CHAPTER_SNAPSHOTS, briefly_trained, snapshot_config
+from imbalance.lab.snapshot import (
+    CHAPTER_DETECTORS,
+    CHAPTER_SNAPSHOTS,
+    briefly_trained,
+    protocol_trained,
+    snapshot_config,
+)
 from imbalance.train.data import ensure_synthetic
 
 
@@ -80,7 +86,8 @@ def _one_thread_job(job: Job) -> str:
 def prepare(preset: str | None = None, jobs: int = 1, progress: bool = True) -> list[str]:
     """Train (or find) every run of :func:`chapter_jobs` in the cache; one line per run.
 
-    The synthetic benchmarks are generated first, once each; then the runs, ``jobs`` at a time
+    The synthetic benchmarks are generated first, once each (those of the shipped detectors of
+    :data:`~imbalance.lab.snapshot.CHAPTER_DETECTORS` too); then the runs, ``jobs`` at a time
     in separate processes of one thread each (``jobs=1``: in this process, with torch's
     threads).
     """
@@ -93,6 +100,8 @@ def prepare(preset: str | None = None, jobs: int = 1, progress: bool = True) -> 
         folders.setdefault(config.data.cache_dir, config)
     for config in folders.values():
         ensure_synthetic(config, progress=progress)
+    for grid, configuration in CHAPTER_DETECTORS:  # shipped: their benchmarks only
+        protocol_trained(grid, configuration, progress=progress)
     lines = []
     bar = tqdm(total=len(todo), desc="runs the chapters read", unit="run", disable=not progress)
     try:

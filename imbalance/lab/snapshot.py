@@ -62,6 +62,12 @@ CHAPTER_SNAPSHOTS: tuple[dict[str, Any], ...] = (
     {"model": "retinanet", "iterations": 20, "cls_loss": "ce", "prior_prob": 0.01},
 )
 
+#: The detectors trained under the protocol that the chapters read (:func:`protocol_trained`):
+#: ``(grid, configuration)`` of :mod:`imbalance.lab.campaign`, shipped in ``weights/protocol/``.
+CHAPTER_DETECTORS: tuple[tuple[str, str], ...] = (
+    ("retinanet", "FL + SL1"),  # chapter 4: the gradient norms of a converged detector
+)
+
 _MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)} - {"name", "options"}
 _DATA_FIELDS = {"min_size", "max_size"}
 

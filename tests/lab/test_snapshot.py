@@ -191,3 +191,11 @@ def test_protocol_trained_reads_the_shipped_detector(monkeypatch, tmp_path):
     monkeypatch.setattr(snapshot, "weights_file", lambda grid, name: tmp_path / "none.pt")
     with pytest.raises(FileNotFoundError, match="ships it when it trains"):
         snapshot.protocol_trained("retinanet", "alpha-CE + SL1")
+
+
+def test_every_detector_the_chapters_read_is_shipped():
+    from imbalance.lab.campaign import KEEP_WEIGHTS, weights_file
+
+    for grid, configuration in snapshot.CHAPTER_DETECTORS:
+        assert (grid, configuration) in KEEP_WEIGHTS  # the campaign re-creates it
+        assert weights_file(grid, configuration).is_file(), (grid, configuration)
