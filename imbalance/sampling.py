@@ -237,7 +237,9 @@ class IoUBalancedSample(NamedTuple):
 
     ``bins[k]`` were drawn from bin ``k`` (at most the per-bin quota), ``iou_extra`` is the uniform
     shortfall top-up from the rest of the IoU pool, ``floor`` the floor-pool draw and ``extra`` the
-    final uniform top-up from all remaining candidates. ``inds`` is their (disjoint) union, sorted.
+    final uniform top-up from all remaining candidates (every candidate, when there are no more
+    than asked for); ``iou_whole`` is the whole IoU pool, taken without bins when it holds no more
+    than its share ``n_iou``. ``inds`` is their (disjoint) union, sorted.
     """
 
     inds: Tensor
@@ -245,6 +247,7 @@ class IoUBalancedSample(NamedTuple):
     iou_extra: Tensor
     floor: Tensor
     extra: Tensor
+    iou_whole: Tensor
 
 
 class IoUBalancedNegativeSampler(Sampler):
@@ -333,12 +336,13 @@ class IoUBalancedNegativeSampler(Sampler):
         no_bins = tuple(empty for _ in range(self.num_bins))
         if int(candidate_mask.sum()) <= num_expected:
             inds = _as_inds(candidate_mask)
-            return IoUBalancedSample(inds, no_bins, empty, empty, inds)
+            return IoUBalancedSample(inds, no_bins, empty, empty, inds, empty)
 
         iou_pool, floor_pool, _ = _iou_pool_masks(max_overlaps, candidate_mask, self.floor_thr)
         n_iou = int(num_expected * (1 - self.floor_fraction))
         bin_choices: list[Tensor] = []
         iou_extra = torch.zeros_like(candidate_mask)
+        iou_whole = torch.zeros_like(candidate_mask)
         if int(iou_pool.sum()) > n_iou:
             masks = iou_bin_masks(
                 max_overlaps, candidate_mask, self.num_bins, self.floor_thr, self.binning
@@ -351,6 +355,7 @@ class IoUBalancedNegativeSampler(Sampler):
             iou_extra = _choose(iou_pool & ~iou_chosen, shortfall, generator)
             iou_chosen |= iou_extra
         else:
+            iou_whole = iou_pool.clone()
             iou_chosen = iou_pool.clone()
 
         floor_chosen = _choose(floor_pool, num_expected - int(iou_chosen.sum()), generator)
@@ -359,7 +364,8 @@ class IoUBalancedNegativeSampler(Sampler):
         chosen |= extra
         bins = tuple(_as_inds(m) for m in bin_choices) if bin_choices else no_bins
         return IoUBalancedSample(
-            _as_inds(chosen), bins, _as_inds(iou_extra), _as_inds(floor_chosen), _as_inds(extra)
+            _as_inds(chosen), bins, _as_inds(iou_extra), _as_inds(floor_chosen), _as_inds(extra),
+            _as_inds(iou_whole),
         )
 
 

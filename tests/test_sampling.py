@@ -316,3 +316,20 @@ def test_bad_dtypes_and_helper_args():
         iou_bin_edges(torch.zeros(5), mask, 3, -1, "other")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="num_bins"):
         iou_bin_counts(torch.zeros(5), mask, 0)
+
+
+@pytest.mark.parametrize(("floor_thr", "binning", "num_expected"), [
+    (-1, "paper", 90), (-1, "authors", 90), (0, "authors", 90),  # bins drawn
+    (0, "authors", 300),  # IoU pool (IoU > 0) smaller than its share: taken whole
+    (-1, "paper", 5000),  # fewer candidates than asked for: all taken
+])
+def test_the_breakdown_accounts_for_every_chosen_index_once(floor_thr, binning, num_expected):
+    ious, mask = proposals([(0.0, 500), (0.05, 100), (0.2, 60), (0.45, 10)])
+    out = IoUBalancedNegativeSampler(3, floor_thr=floor_thr, binning=binning) \
+        .sample_with_breakdown(ious, mask, num_expected, gen())
+    parts = [*out.bins, out.iou_extra, out.floor, out.extra, out.iou_whole]
+    joined = torch.cat(parts)
+    assert joined.numel() == torch.unique(joined).numel()  # disjoint
+    assert torch.equal(joined.sort().values, out.inds)  # and together the draw
+    if num_expected == 300:  # the 170 negatives with IoU > 0, then the floor pool
+        assert out.iou_whole.numel() == 170 and out.floor.numel() == 130
