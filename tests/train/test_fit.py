@@ -60,8 +60,12 @@ def test_focal_smooth_l1_smoke_training_lowers_the_loss(focal_run):
 
 @pytest.mark.parametrize(("cls_loss", "box_loss"), RETINANET)
 def test_retinanet_smoke_training_lowers_the_loss(smoke_config, tmp_path, cls_loss, box_loss):
-    result = fit(smoke_config(f"model.cls_loss={cls_loss}", f"model.box_loss={box_loss}"),
-                 out=tmp_path)
+    # GHM-R's box term is a histogram-weighted mean that moves with the histogram: over the
+    # smoke run's 15 steps it can end on a rise (the total's last quarter at 1.08 times its
+    # first on one CPU, 0.83 on another); over 30 steps the total falls to about half
+    steps = ["optim.iterations=30"] if box_loss == "ghm_r" else []
+    result = fit(smoke_config(f"model.cls_loss={cls_loss}", f"model.box_loss={box_loss}",
+                              *steps), out=tmp_path)
     assert {"classification", "bbox_regression"} <= set(result.metrics[0])
     assert_loss_falls(result.metrics)
     assert_finished(result)
