@@ -276,8 +276,9 @@ def release(claims: Path, job: Job) -> None:
     folder.rmdir()
 
 
-def minutes_per_1x(results: Sequence[Path]) -> dict[str, float]:
-    """Median wall minutes per 1x of the kept runs under ``results``, per model config file."""
+def minutes_per_1x(results: Sequence[Path], preset: str = PRESET) -> dict[str, float]:
+    """Median wall minutes per 1x of the kept ``preset`` runs under ``results``, per model config
+    file."""
     per: dict[str, list[float]] = {}
     for folder in results:
         for final_file in folder.glob("runs/*/seed*/final.json"):
@@ -286,7 +287,7 @@ def minutes_per_1x(results: Sequence[Path]) -> dict[str, float]:
             schedule = config.get("optim", {}).get("schedule") or 1.0
             base = {"retinanet": "retinanet_focal"}.get(config.get("model", {}).get("name"),
                                                         config.get("model", {}).get("name"))
-            if final.get("wall_time_s") and base and config.get("preset") == PRESET:
+            if final.get("wall_time_s") and base and config.get("preset") == preset:
                 per.setdefault(base, []).append(final["wall_time_s"] / 60 / schedule)
     return {**DEFAULT_MINUTES_PER_1X, **{b: statistics.median(v) for b, v in per.items()}}
 
@@ -333,7 +334,7 @@ def work(out: Path, *, until: str | None = None, results: Path = RESULTS,
     done = 0
     while True:
         folders = reuse_folders() if reuse is None else list(reuse)
-        cost = minutes_per_1x(folders)
+        cost = minutes_per_1x(folders, preset)
         waiting = busy = False  # a job waits for a sweep; another worker holds a job
         taken = None
         for job in jobs(campaign, schedule):
